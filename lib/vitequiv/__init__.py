@@ -2,7 +2,20 @@
 
 Notebooks read ``import vitequiv as vq`` and call the entry points re-exported here.
 """
+from . import downstream, figures, images, paths
+from .environment import library_versions
+from .downstream import (
+    KNN, ClassHead, LabelledSet, LinearProbe, SystematicResult, ZeroShotCLIP, ZeroShotUnavailableError,
+    embed_batched, labelled_set, systematic_evaluation,
+)
+from .figures import Output, image_grid, use_style
+from .images import ImageLoadError, ImageSet, lfw_faces, load_images, view_set
 from .models import EmbeddingModel, UnknownModelError, load_model
+from .matching import (
+    Adam, L2Ball, LinfBall, MatchingError, MatchResult, NormalizedGD, PaperGD, SignGD, StepRule, StopRule,
+    match_embeddings, paper_match,
+)
+from .metrics import cosine, l1_255, l2_255, linf_255, psnr, quantize_8bit, ssim
 from .seeding import seed_everything
 from .weights import WeightsUnavailableError
 

@@ -143,7 +143,7 @@ def load_model(
     seed: int = 0,
     **timm_kwargs,
 ) -> EmbeddingModel:
-    """Load ``name`` as a frozen :class:`EmbeddingModel` on ``device`` (CUDA when available).
+    """Load ``name`` as a frozen :class:`EmbeddingModel` on ``device`` (``"auto"``/None: CUDA when available).
 
     ``img_size`` defaults to 224 (the paper's input); ViT position embeddings are resampled to it.
     ``seed`` fixes the initialisation of ``random:`` controls. Extra keyword arguments go to
@@ -153,7 +153,7 @@ def load_model(
     from timm.layers import resample_abs_pos_embed
 
     img_size = img_size or DEFAULT_IMG_SIZE
-    device = torch.device(device) if device is not None else default_device()
+    device = default_device() if device in (None, "auto") else torch.device(device)
     random_init = name.startswith(RANDOM_PREFIX)
     arch = name[len(RANDOM_PREFIX):] if random_init else name
 

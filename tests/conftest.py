@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests never wait on the network: the hub is off for the whole session."""
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import vitequiv  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> vitequiv.EmbeddingModel:
+    """A 2-block random-init ViT-Tiny at 32 px: fast enough for any unit test."""
+    return vitequiv.load_model("random:vit_tiny_patch16_224", img_size=32, depth=2, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def embedded() -> vitequiv.EmbeddingModel:
+    """The embedded pretrained DINOv2-S/14 at 224 px on the CPU."""
+    return vitequiv.load_model("embedded", device="cpu")
+
+
+@pytest.fixture
+def rng() -> torch.Generator:
+    return torch.Generator().manual_seed(0)

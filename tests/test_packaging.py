@@ -1,0 +1,47 @@
+"""Project hygiene: environment.yml and pyproject agree; committed notebooks carry no outputs and the python3 kernel."""
+import json
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    listed = {r for r in pip if not r.startswith("-")}
+    assert {_name(r): r for r in listed} == {_name(r): r for r in wanted}, "environment.yml and pyproject.toml drifted apart"
+
+
+def _committed_notebooks() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [ROOT / f for f in out.split()]
+
+
+def test_committed_notebooks_have_no_outputs_and_the_python3_kernel():
+    notebooks = _committed_notebooks()
+    assert notebooks, "no committed notebooks found"
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell["outputs"] and cell["execution_count"] is None, f"{path.name} carries outputs"
+        assert nb["metadata"]["kernelspec"]["name"] == "python3", f"{path.name}: kernel is not python3"
+
+
+def test_suite_notebooks_start_with_a_parameters_cell():
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell is not tagged"
+        for line in "".join(code[0]["source"]).splitlines():
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]* = .+  # .+", line), f"{path.name}: parameter line {line!r}"
