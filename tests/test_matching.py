@@ -148,7 +148,9 @@ def test_nan_raises_named_error(vit):
     with pytest.raises(MatchingError, match=r"pair 1 .* step 3") as info:
         match_embeddings(faulty, images(2, 0), vit.embed(images(2, 1)).detach(), max_steps=10, progress=False)
     assert (info.value.pair, info.value.step) == (1, 3)
-    assert info.value.result.steps.tolist() == [2, 2]  # the partial result holds the last good images
+    partial = info.value.result  # what was found up to the failing step
+    assert partial.steps.tolist() == [3, 3] and np.isnan(partial.history["loss"][3, 1])
+    assert torch.isfinite(partial.images).all()
 
 
 def test_divergence_raises(vit):
@@ -204,7 +206,7 @@ def test_quantized_cosine_is_on_8bit_images(vit):
     result = match_embeddings(vit, images(2, 0), tgt, step_rule=Adam(lr=0.01), max_steps=30, progress=False)
     expected = metrics.cosine(vit.embed(metrics.quantize_8bit(result.images)), vit.embed(tgt))
     assert np.allclose(result.quantized_cosine, expected.detach().numpy(), atol=1e-6)
-    assert not np.allclose(result.quantized_cosine, result.final["cosine"], atol=1e-7)
+    assert np.abs(result.quantized_cosine - result.final["cosine"]).max() > 1e-7  # rounding did change something
     assert np.array_equal(result.survives_8bit, result.quantized_cosine >= 0.99)
 
 

@@ -2,7 +2,7 @@
 
 Notebooks read ``import vitequiv as vq`` and call the entry points re-exported here.
 """
-from . import downstream, figures, images, paths
+from . import assignments, downstream, figures, images, paths
 from .environment import library_versions
 from .downstream import (
     KNN, ClassHead, LabelledSet, LinearProbe, SystematicResult, ZeroShotCLIP, ZeroShotUnavailableError,

@@ -89,7 +89,7 @@ class PaperGD(StepRule):
 class Adam(StepRule):
     """Adam with per-pair moments and step counts; ``lr`` is roughly the per-pixel step in [0, 1] units."""
 
-    def __init__(self, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         self.lr, self.betas, self.eps = lr, betas, eps
 
     def init_state(self, x: torch.Tensor) -> State:

@@ -1,0 +1,310 @@
+"""The Jacobian J = d embed / d pixels of one image, its SVD, and the null / normal spaces it splits pixels into.
+
+The paper's central object: for an embedding f: R^P -> R^D with P = 3HW >> D, the rows of J span at most D
+directions (the local *normal space*); every pixel direction orthogonal to them (the *null space*, over 99 % of
+the input space at 224 px) leaves the embedding unchanged to first order.
+
+- :func:`jacobian`: the full (D, P) Jacobian by chunked reverse mode (one forward, D/chunk batched backwards),
+  with its memory need checked before anything large is allocated.
+- :class:`Spectrum`: singular values and vectors, obtained from the small Gram matrix J J^T (D x D) rather than
+  an SVD of the D x P matrix; ranks, null-space fraction, and projectors that never build a P x P matrix.
+- :func:`top_spectrum`: the top-k singular triplets matrix-free (block Krylov on J^T J with reverse-mode
+  products only), for models whose full Jacobian is too large or too slow.
+- :func:`jvp` / :func:`vjp`: single products J v and J^T u.
+
+``model`` is anything with ``embed(x)`` mapping (B, 3, H, W) to (B, D) differentiably; :class:`LinearMap` is an
+analytic example with known singular values, used by the tests.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+RANK_RTOL = 1e-5  # numerical rank: singular values above RANK_RTOL * s_max (float32 Jacobian noise is ~1e-6)
+
+
+class JacobianMemoryError(MemoryError):
+    """The full Jacobian (plus its working memory) does not fit in the memory allowed for it."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def as_batch(x: Tensor) -> Tensor:
+    """One image as a batch of one: (3, H, W) or (1, 3, H, W) -> (1, 3, H, W)."""
+    x = x.unsqueeze(0) if x.dim() == 3 else x
+    if x.shape[0] != 1:
+        raise ValueError(f"expected one image (1, 3, H, W), got shape {tuple(x.shape)}")
+    return x
+
+
+def cast_model(model, dtype: torch.dtype):
+    """A copy of ``model`` computing in ``dtype`` (e.g. float64), the original untouched.
+
+    An ``nn.Module`` is deep-copied and ``.to(dtype)``; any other object is deep-copied and its floating-point
+    tensor attributes are cast (enough for plain objects such as :class:`LinearMap`).
+    """
+    twin = copy.deepcopy(model)
+    if isinstance(twin, nn.Module):
+        return twin.to(dtype)
+    for name, value in vars(twin).items():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            setattr(twin, name, value.to(dtype))
+    return twin
+
+
+def with_dtype(model, x: Tensor, dtype: torch.dtype | None):
+    """``(model, x)`` cast to ``dtype`` (copies), or unchanged when ``dtype`` is None or already x's."""
+    if dtype is None or dtype == x.dtype:
+        return model, x
+    return cast_model(model, dtype), x.to(dtype)
+
+
+def _embed_one(model):
+    """f: (1, 3, H, W) -> (D,), the embedding of one image."""
+    return lambda z: model.embed(z)[0]
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes that can still be allocated on ``device`` (free GPU memory, or the OS's MemAvailable)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available
+
+
+# ---------------------------------------------------------------------------------------------- products
+
+
+def vjp(model, x: Tensor, u: Tensor) -> Tensor:
+    """J^T u for cotangents ``u`` (D,) or (B, D): pixel-space vectors (3, H, W) or (B, 3, H, W)."""
+    x = as_batch(x)
+    _, vjp_fn = torch.func.vjp(_embed_one(model), x)
+    if u.dim() == 1:
+        return vjp_fn(u.to(x.dtype))[0][0]  # (3, H, W)
+    return torch.func.vmap(vjp_fn)(u.to(x.dtype))[0][:, 0]  # (B, 3, H, W)
+
+
+def jvp(model, x: Tensor, v: Tensor) -> Tensor:
+    """J v for pixel directions ``v`` (3, H, W) or (B, 3, H, W): (D,) or (B, D). Forward mode, one pass.
+
+    Runs under the MATH attention kernel: the fused CPU kernel has no forward-mode derivative.
+    """
+    x = as_batch(x)
+    f = _embed_one(model)
+    with sdpa_kernel(SDPBackend.MATH):
+        if v.dim() == 3:
+            return torch.func.jvp(f, (x,), (v.to(x.dtype)[None],))[1]  # (D,)
+        return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t[None],))[1])(v.to(x.dtype))  # (B, D)
+
+
+# ---------------------------------------------------------------------------------------------- full Jacobian
+
+
+def jacobian_bytes(D: int, P: int, chunk_size: int, itemsize: int) -> int:
+    """Memory the Jacobian needs beyond the model's own forward: J itself plus one chunk of rows in flight."""
+    return (D + chunk_size) * P * itemsize
+
+
+def jacobian(
+    model, x: Tensor, *, chunk_size: int = 16, dtype: torch.dtype | None = None, max_bytes: int | None = None,
+) -> Tensor:
+    """The (D, P) Jacobian of ``model.embed`` at one image ``x`` (1, 3, H, W), P = 3HW, rows = output dims.
+
+    One forward, then D/chunk_size batched backward passes (vmap over one-hot cotangents), each chunk written
+    into a preallocated result so that peak memory stays near the Jacobian's own size. Before allocating it,
+    the need (:func:`jacobian_bytes`) is checked against ``max_bytes`` (default: the memory available on x's
+    device) and a :class:`JacobianMemoryError` says what to do instead. ``dtype`` computes on a cast copy.
+    """
+    model, x = with_dtype(model, as_batch(x), dtype)
+    out, vjp_fn = torch.func.vjp(_embed_one(model), x)  # out: (D,)
+    D, P = out.numel(), x.numel()
+    need = jacobian_bytes(D, P, chunk_size, x.element_size())
+    limit = available_memory(x.device) if max_bytes is None else max_bytes
+    if need > limit:
+        raise JacobianMemoryError(
+            f"The full Jacobian ({D} x {P} {x.dtype}) needs about {need / 2**20:,.0f} MiB but only "
+            f"{limit / 2**20:,.0f} MiB are allowed. Use top_spectrum(model, x, k) (matrix-free top-k singular "
+            "directions), a smaller chunk_size, a smaller image, or float32 instead of float64."
+        )
+    J = x.new_empty(D, P)
+    eye = torch.eye(D, dtype=x.dtype, device=x.device)
+    for start in range(0, D, chunk_size):
+        rows = eye[start:start + chunk_size]  # (c, D)
+        J[start:start + len(rows)] = torch.func.vmap(vjp_fn)(rows)[0].reshape(len(rows), P)
+    return J
+
+
+# ---------------------------------------------------------------------------------------------- spectrum
+
+
+@dataclass
+class Spectrum:
+    """Singular values and vectors of a Jacobian J = U diag(s) V (rows of V are the right singular vectors).
+
+    ``complete`` says whether ``s`` holds all min(D, P) singular values (from a full Jacobian) or only the top
+    k (from :func:`top_spectrum`); ranks and the null fraction need a complete spectrum. Vectors are kept only
+    for singular values above ``RANK_RTOL * s_max`` when built from a full Jacobian (the others are noise).
+    """
+
+    s: Tensor  # (k,) singular values, descending
+    U: Tensor  # (D, r) left singular vectors (columns), r <= k
+    V: Tensor  # (r, P) right singular vectors (rows, unit length)
+    input_shape: tuple[int, ...]  # (3, H, W)
+    complete: bool = True
+    extra: dict = field(default_factory=dict)  # e.g. iterations of the matrix-free solver
+
+    @property
+    def num_pixels(self) -> int:
+        return math.prod(self.input_shape)
+
+    def rank(self, rtol: float = RANK_RTOL) -> int:
+        """Numerical rank: the number of singular values above ``rtol * s_max``."""
+        self._need_complete("rank")
+        return int((self.s > rtol * self.s[0]).sum())
+
+    def entropy_rank(self) -> float:
+        """Effective rank of Roy & Vetterli (2007): exp(entropy of p), p_i = s_i / sum(s). Between 1 and rank."""
+        self._need_complete("entropy_rank")
+        p = self.s[self.s > 0].double() / self.s.double().sum()
+        return float(torch.exp(-(p * p.log()).sum()))
+
+    def null_fraction(self, rtol: float = RANK_RTOL) -> float:
+        """Fraction of pixel-space dimensions in the null space: 1 - rank / P."""
+        return 1.0 - self.rank(rtol) / self.num_pixels
+
+    def basis(self, k: int | None = None) -> Tensor:
+        """The first ``k`` right singular vectors (k, P) (all kept ones by default): an orthonormal normal basis."""
+        return self.V if k is None else self.V[:k]
+
+    def project_normal(self, v: Tensor, k: int | None = None) -> Tensor:
+        """P_normal v = V^T (V v) onto the span of the top ``k`` right singular vectors; v (..., 3, H, W) or (..., P)."""
+        V = self.basis(k)
+        flat = v.reshape(-1, V.shape[1]).to(V.dtype)  # (B, P)
+        return ((flat @ V.T) @ V).to(v.dtype).reshape(v.shape)
+
+    def project_null(self, v: Tensor, k: int | None = None) -> Tensor:
+        """P_null v = v - P_normal v: the part of v that does not move the embedding to first order.
+
+        With a complete spectrum this is the exact null space; with only the top-k directions removed it is
+        "approximately null": the remaining normal directions with smaller singular values still act.
+        """
+        return v - self.project_normal(v, k)
+
+    def _need_complete(self, what: str) -> None:
+        if not self.complete:
+            raise ValueError(f"{what} needs every singular value; this spectrum holds only the top {len(self.s)}. "
+                             "Compute it from the full Jacobian: spectrum(jacobian(model, x), x.shape).")
+
+
+def spectrum(J: Tensor, input_shape: tuple[int, ...], *, chunk: int = 8192) -> Spectrum:
+    """SVD of J (D, P) through the eigen-decomposition of its Gram matrix J J^T (D x D), in float64.
+
+    J J^T = U diag(s^2) U^T and V = diag(1/s) U^T J. Cheap for P >> D (no D x P SVD), and exact enough: a float64
+    Gram resolves singular values down to about sqrt(D * 1e-16) ~ 1e-7 of s_max, below float32 Jacobian noise.
+    Column chunks keep the float64 working copy small.
+    """
+    D, P = J.shape
+    G = J.new_zeros(D, D, dtype=torch.float64)
+    for c in range(0, P, chunk):
+        block = J[:, c:c + chunk].double()  # (D, p)
+        G += block @ block.T
+    lam, U = torch.linalg.eigh(G)  # ascending
+    s = lam.flip(0).clamp_min(0).sqrt()  # (D,)
+    U = U.flip(1)  # (D, D)
+    keep = int((s > RANK_RTOL * s[0]).sum()) if s[0] > 0 else 0
+    V = J.new_empty(keep, P)
+    scale = U[:, :keep] / s[:keep]  # (D, r)
+    for c in range(0, P, chunk):
+        V[:, c:c + chunk] = (scale.T @ J[:, c:c + chunk].double()).to(J.dtype)
+    return Spectrum(s.to(J.dtype), U[:, :keep].to(J.dtype), V, tuple(input_shape))
+
+
+# ---------------------------------------------------------------------------------------------- matrix-free top-k
+
+
+def _orthonormalize(Z: Tensor, Q: Tensor | None) -> Tensor:
+    """Rows of Z (b, P) made orthonormal and orthogonal to the rows of Q (m, P) (two Gram-Schmidt passes)."""
+    for _ in range(2):
+        if Q is not None:
+            Z = Z - (Z @ Q.T) @ Q
+        Z = torch.linalg.qr(Z.T).Q.T
+    return Z
+
+
+def top_spectrum(
+    model, x: Tensor, k: int = 16, *, block_size: int | None = None, max_iter: int = 10, tol: float = 1e-5,
+    seed: int = 0,
+) -> Spectrum:
+    """Top-``k`` singular triplets of the Jacobian at ``x`` without forming it: block Krylov on J^T J.
+
+    Starts from J^T Omega (random output-space block, so the subspace lies in the row space from the outset),
+    grows the Krylov subspace span{Q0, (J^T J) Q0, ...} by one block per iteration, and reads singular values
+    and vectors off the small matrix J Q^T by Rayleigh-Ritz (Ritz values approach the true ones from below).
+    Stops when the top-k values change by less than ``tol`` (relative) or after ``max_iter`` blocks.
+
+    Every product reuses one forward: J^T W by backward through it, J Q by differentiating J^T w with respect
+    to w (the "double-vjp" trick; reverse mode only, so fused attention need not be avoided except here,
+    where its backward must itself be differentiable: MATH kernel).
+    """
+    x = as_batch(x)
+    b = block_size or k + 4
+    with sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        out = model.embed(xr)[0]  # (D,)
+        w = torch.zeros_like(out, requires_grad=True)
+        (g,) = torch.autograd.grad(out, xr, w, create_graph=True)  # J^T w, linear in w: (1, 3, H, W)
+
+        def JT(W: Tensor) -> Tensor:  # (b, D) -> (b, P)
+            return torch.autograd.grad(out, xr, W, retain_graph=True, is_grads_batched=True)[0].flatten(1)
+
+        def J(Q: Tensor) -> Tensor:  # (b, P) -> (b, D)
+            return torch.autograd.grad(g, w, Q.view(-1, *g.shape), retain_graph=True, is_grads_batched=True)[0]
+
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+        omega = torch.randn(b, out.numel(), generator=gen, device=x.device, dtype=x.dtype)  # (b, D)
+        Q = _orthonormalize(JT(omega), None)  # (b, P)
+        Qs, JQs, prev = [], [], None
+        for it in range(max_iter):
+            Qs.append(Q)
+            JQs.append(J(Q))  # (b, D)
+            Ub, s, Vb = torch.linalg.svd(torch.cat(JQs).T.double(), full_matrices=False)  # J Q^T = Ub diag(s) Vb
+            if prev is not None and ((s[:k] - prev) / s[:k]).abs().max() < tol:
+                break
+            prev = s[:k]
+            if it < max_iter - 1:
+                Q = _orthonormalize(JT(JQs[-1]), torch.cat(Qs))
+    V = (Vb[:k].to(x.dtype) @ torch.cat(Qs)).detach()  # (k, P)
+    return Spectrum(s[:k].to(x.dtype), Ub[:, :k].to(x.dtype), V, tuple(x.shape[1:]), complete=False,
+                    extra={"iterations": it + 1, "products": 2 * b * (it + 1) + b})
+
+
+# ---------------------------------------------------------------------------------------------- analytic model
+
+
+class LinearMap:
+    """An analytic model ``embed(x) = flatten(x) @ A^T`` with known Jacobian A (D, P); not an nn.Module on purpose."""
+
+    def __init__(self, A: Tensor, input_shape: tuple[int, ...]) -> None:
+        self.A = A
+        self.input_shape = tuple(input_shape)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return x.flatten(1) @ self.A.T  # (B, D)
+
+    @classmethod
+    def with_singular_values(
+        cls, s: Tensor, D: int, input_shape: tuple[int, ...], *, seed: int = 0, dtype: torch.dtype = torch.float64,
+    ) -> LinearMap:
+        """A = U diag(s) V^T with random orthonormal U (D, r), V (P, r); rank r = len(s) <= D (pad with zeros)."""
+        P, r = math.prod(input_shape), len(s)
+        gen = torch.Generator().manual_seed(seed)
+        U = torch.linalg.qr(torch.randn(D, r, generator=gen, dtype=torch.float64)).Q
+        V = torch.linalg.qr(torch.randn(P, r, generator=gen, dtype=torch.float64)).Q
+        return cls(((U * s.double()) @ V.T).to(dtype), input_shape)

@@ -1,0 +1,124 @@
+"""The explorer's session logic on a tiny model, headlessly; its widgets built and clicked without a browser."""
+import datetime
+import io
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vitequiv import explorer as ex
+from vitequiv.images import BUNDLED, ImageLoadError
+
+TINY = dict(model="random:vit_tiny_patch16_224", img_size=32, model_kwargs={"depth": 2}, device="cpu")
+
+
+def tiny_config(**changes) -> ex.ExplorerConfig:
+    settings = TINY | dict(source="cat", target="rocket", step_rule="Adam", lr=0.01, steps=8)
+    return ex.ExplorerConfig(**(settings | changes))
+
+
+@pytest.fixture(scope="module")
+def session() -> ex.ExplorerSession:
+    return ex.ExplorerSession()
+
+
+def test_run_moves_towards_target_and_probe_reports(session):
+    result = session.run(tiny_config())
+    cosine = result.history["cosine"][:, 0]
+    assert result.stopped_by in ("max_steps", "converged") and cosine[-1] > cosine[0]
+    probe = session.probe()
+    assert probe.nearest in BUNDLED and probe.source_nearest in BUNDLED
+    assert probe.looks_like in ("target", "source", "another photo")
+    assert probe.cos_to_target == pytest.approx(result.final["cosine"][0], abs=1e-4)
+    assert probe.quantized_cosine == pytest.approx(result.quantized_cosine[0], abs=1e-4)
+    assert np.isfinite([probe.lipschitz, probe.secant, probe.linf_255, probe.l2_255, probe.psnr]).all()
+    assert probe.lipschitz > 0 and probe.linf_255 > 0
+    assert len(probe.rows()) == 9
+    assert len(session.figure(probe).axes) == 6
+
+
+@pytest.mark.parametrize("rule", list(ex.STEP_RULES))
+@pytest.mark.parametrize("budget", list(ex.BUDGETS))
+def test_every_step_rule_and_budget_runs(session, rule, budget):
+    result = session.run(tiny_config(step_rule=rule, lr=None, budget=budget, radius_255=4.0, steps=2))
+    assert result.steps[0] == 2
+    if budget == "L-inf":
+        assert result.final["linf_255"][0] <= 4.0 + 1e-3
+    if budget == "L2":
+        assert result.final["l2_255"][0] <= 4.0 + 1e-3
+
+
+def test_stop_keeps_the_partial_result(session):
+    def on_update(step, so_far):
+        if step == 3:
+            session.stop()
+
+    result = session.run(tiny_config(steps=10_000, cos=1.0), on_update, every=1)
+    assert result.stopped_by == "callback" and result.steps.tolist() == [3]
+    assert session.result is result and len(result.history["loss"]) == 4
+    assert not torch.equal(result.images, result.sources)
+    assert session.probe().linf_255 > 0
+
+
+def test_errors_come_back_as_messages(session):
+    assert "UnknownModelError" in session.explore(tiny_config(model="no_such_vit")).error
+    offline = session.explore(tiny_config(model="vit_tiny_patch16_224.augreg_in21k_ft_in1k"))
+    assert "WeightsUnavailableError" in offline.error and offline.result is None
+    assert "not found" in session.explore(tiny_config(source="no/such/photo.png")).error
+    assert "radius" in session.explore(tiny_config(budget="L2", radius_255=0)).error
+
+
+def png_file() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 60, 3), 200, dtype=np.uint8)).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+def test_uploaded_photo_is_matched(session):
+    name = session.add_upload("grey.png", png_file())
+    assert session.explore(tiny_config(source=name, steps=2)).error == ""
+    with pytest.raises(ImageLoadError, match="bad.png"):
+        session.add_upload("bad.png", b"not an image")
+
+
+def test_widgets_run_update_and_stop():
+    app = ex.build_explorer(tiny_config(steps=6), every=2)
+    assert app.widget.children and app.current_config().model == TINY["model"]
+    app.run_button.click()
+    app.wait(60)
+    assert not app.running and not app.run_button.disabled
+    for key in ("source", "matched", "difference", "target"):
+        assert bytes(app.images[key].value).startswith(b"\x89PNG")
+    assert bytes(app.curves.value).startswith(b"\x89PNG") and "8-bit" in app.probe_table.value
+    assert app.progress.value == 6
+
+    app.steps.value, app.cos.value = 10_000, 1.0
+    app.run_button.click()
+    deadline = time.monotonic() + 60
+    while app.progress.value < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    app.stop_button.click()
+    app.wait(60)
+    assert app.session.result.stopped_by == "callback" and "stopped" in app.status.value
+    assert 2 <= app.progress.value < 10_000 and "8-bit" in app.probe_table.value
+
+
+def uploaded(name: str, data: bytes) -> dict:
+    """One file as ipywidgets 8's FileUpload holds it after a browser upload."""
+    when = datetime.datetime.now(datetime.timezone.utc)
+    return {"name": name, "type": "image/png", "size": len(data), "content": memoryview(data), "last_modified": when}
+
+
+def test_widget_upload_and_errors_as_messages():
+    app = ex.build_explorer(tiny_config())
+    app.upload.value = (uploaded("grey.png", png_file()),)
+    assert app.source.value == "upload:grey.png" and "upload:grey.png" in app.target.options
+    app.upload.value = (uploaded("bad.png", b"not an image"),)
+    assert "ImageLoadError" in app.status.value
+    app.model.value = "no_such_vit"
+    app.run_button.click()
+    app.wait(60)
+    assert "Unknown model" in app.status.value and "&lt;timm name&gt;" in app.status.value
+    assert app.probe_table.value == ""
