@@ -37,5 +37,9 @@ bench: weights
 lab: weights
 	$(VENV)/bin/jupyter lab notebooks/
 
+# Student copies of the classroom exercises (notebooks/assignments/student/), made with nbgrader's preprocessors.
+student: $(STAMP)
+	$(PY) -m vitequiv.assignments generate
+
 clean:
 	rm -rf figures/*/ figures/README.md data/cache

@@ -3,6 +3,7 @@ import datetime
 import io
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -36,18 +37,21 @@ def test_run_moves_towards_target_and_probe_reports(session):
     assert np.isfinite([probe.lipschitz, probe.secant, probe.linf_255, probe.l2_255, probe.psnr]).all()
     assert probe.lipschitz > 0 and probe.linf_255 > 0
     assert len(probe.rows()) == 9
-    assert len(session.figure(probe).axes) == 6
+    fig = session.figure(probe)
+    assert len(fig.axes) == 6
+    plt.close(fig)
 
 
-@pytest.mark.parametrize("rule", list(ex.STEP_RULES))
-@pytest.mark.parametrize("budget", list(ex.BUDGETS))
+RULES_AND_BUDGETS = [*((rule, "none") for rule in ex.STEP_RULES), ("signed", "L-inf"), ("normalised", "L2")]
+
+
+@pytest.mark.parametrize("rule, budget", RULES_AND_BUDGETS)
 def test_every_step_rule_and_budget_runs(session, rule, budget):
     result = session.run(tiny_config(step_rule=rule, lr=None, budget=budget, radius_255=4.0, steps=2))
-    assert result.steps[0] == 2
-    if budget == "L-inf":
-        assert result.final["linf_255"][0] <= 4.0 + 1e-3
-    if budget == "L2":
-        assert result.final["l2_255"][0] <= 4.0 + 1e-3
+    assert result.steps[0] == 2 and result.final["loss"][0] < result.history["loss"][0, 0]
+    if budget != "none":
+        size = result.final["linf_255" if budget == "L-inf" else "l2_255"][0]
+        assert 0 < size <= 4.0 + 1e-3
 
 
 def test_stop_keeps_the_partial_result(session):
@@ -89,7 +93,7 @@ def test_widgets_run_update_and_stop():
     app.run_button.click()
     app.wait(60)
     assert not app.running and not app.run_button.disabled
-    for key in ("source", "matched", "difference", "target"):
+    for key in ("source", "matched", "perturbation", "target"):
         assert bytes(app.images[key].value).startswith(b"\x89PNG")
     assert bytes(app.curves.value).startswith(b"\x89PNG") and "8-bit" in app.probe_table.value
     assert app.progress.value == 6

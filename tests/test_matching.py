@@ -123,6 +123,19 @@ def test_batch_equals_singles(vit):
     kwargs = dict(step_rule=Adam(lr=0.01), stop=StopRule(cos=0.97), max_steps=60, progress=False)
     batch = match_embeddings(vit, src, tgt, **kwargs)
     assert len(set(batch.steps.tolist())) > 1, "pairs should stop at different steps for this test to bite"
+    _assert_same_as_singles(vit, src, tgt, batch, kwargs)
+
+
+def test_batch_equals_singles_for_loss_scale_sensitive_rule(vit):
+    """Plain descent sees the loss scale: per-pair losses must be summed, not averaged, over the batch."""
+    src, tgt = images(3, 10), images(3, 11)
+    kwargs = dict(step_rule=PaperGD(lr=200.0), max_steps=5, progress=False)
+    batch = match_embeddings(vit, src, tgt, **kwargs)
+    assert (batch.final["linf_255"] > 1).all()  # the images did move
+    _assert_same_as_singles(vit, src, tgt, batch, kwargs)
+
+
+def _assert_same_as_singles(vit, src, tgt, batch, kwargs):
     for i in range(3):
         single = match_embeddings(vit, src[i:i + 1], tgt[i:i + 1], **kwargs)
         assert single.steps[0] == batch.steps[i]

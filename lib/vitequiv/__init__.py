@@ -4,6 +4,9 @@ Notebooks read ``import vitequiv as vq`` and call the entry points re-exported h
 """
 from . import assignments, downstream, figures, images, paths
 from .environment import library_versions
+from . import detection, structure
+from .detection import EOTModel
+from .structure import BlockEmbedding
 from .downstream import (
     KNN, ClassHead, LabelledSet, LinearProbe, SystematicResult, ZeroShotCLIP, ZeroShotUnavailableError,
     embed_batched, labelled_set, systematic_evaluation,

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib import ticker
@@ -99,7 +100,8 @@ class Probe:
     cos_to_target: float  # cos(f(x), f(target))
     cos_to_source: float  # cos(f(x), f(x0))
     quantized_cosine: float  # cos(f(round_8bit(x)), f(target)): does the match survive saving as 8-bit PNG?
-    survives_8bit: bool  # quantized_cosine still reaches the stop threshold
+    cos_threshold: float  # the run's stop threshold
+    survives_8bit: bool  # quantized_cosine still reaches it
     lipschitz: float  # ||f(x0 + eps v) - f(x0)|| / eps along v = dx / ||dx||
     secant: float  # ||f(x) - f(x0)|| / ||dx||: the same ratio over the whole step
     eps: float
@@ -119,8 +121,8 @@ class Probe:
             ("k-NN (k=1) on the bundled photos: source image", self.source_nearest),
             ("cosine to the target embedding", f"{self.cos_to_target:.4f}"),
             ("cosine to the source embedding", f"{self.cos_to_source:.4f}"),
-            ("cosine to the target after 8-bit rounding", f"{self.quantized_cosine:.4f}"
-             f" ({'survives' if self.survives_8bit else 'below the threshold'})"),
+            ("cosine to the target after 8-bit rounding", f"{self.quantized_cosine:.4f} ("
+             f"{'meets' if self.survives_8bit else 'below'} the {self.cos_threshold:g} stop threshold)"),
             (f"directional Lipschitz estimate at the source, eps={self.eps:g}", f"{self.lipschitz:.4g}"),
             ("||f(x) - f(x0)|| / ||dx|| over the whole step", f"{self.secant:.4g}"),
             ("perturbation L-inf / L2 (1/255 units)", f"{self.linf_255:.1f} / {self.l2_255:.1f}"),
@@ -137,7 +139,7 @@ class Report:
     error: str = ""
 
 
-def amplified_difference(result: MatchResult) -> tuple[torch.Tensor, float]:
+def amplified_perturbation(result: MatchResult) -> tuple[torch.Tensor, float]:
     """dx scaled so that its largest value fills the grey range: (3, H, W) in [0, 1] around 0.5, and the gain."""
     delta = result.delta[0]  # (3, H, W)
     peak = float(delta.abs().max())
@@ -173,7 +175,7 @@ def plot_curves(ax_cos: Axes, ax_loss: Axes, result: MatchResult) -> None:
 
 
 def curves_figure(result: MatchResult) -> Figure:
-    """The live view's curves: cosine and loss side by side."""
+    """The live view's curves: cosine and loss side by side (outside pyplot: drawn on the worker thread)."""
     fig = Figure(figsize=(8, 2.6), dpi=80)
     plot_curves(*fig.subplots(1, 2), result)
     return fig
@@ -268,26 +270,29 @@ class ExplorerSession:
 
     @torch.no_grad()
     def probe(self, eps: float = 1e-2) -> Probe:
-        """Probe the latest result: k-NN prediction, 8-bit survival, directional Lipschitz estimate along dx."""
+        """Probe the latest result: k-NN prediction, 8-bit survival, directional Lipschitz estimate along dx.
+
+        ``eps`` is the step along the unit direction v = dx / ||dx|| (pixels in [0, 1], L2 over all values).
+        """
         if self.result is None or self.model is None:
             raise RuntimeError("Nothing to probe yet: run a match first.")
         result, model, config = self.result, self.model, self.config
         x0, x = result.sources, result.images  # each (1, 3, S, S)
+        dx = x - x0
         f0, fx, ft = model.embed(x0), model.embed(x), result.target_embeddings  # each (1, D)
-        fq = model.embed(metrics.quantize_8bit(x))
+        quantized = float(metrics.cosine(model.embed(metrics.quantize_8bit(x)), ft))
         knn, names = self._knn()
-        nearest = knn.predict(torch.cat([fx, f0]).cpu())  # (2,)
-        delta = (x - x0).flatten()
-        norm = float(torch.linalg.vector_norm(delta))
-        quantized = float(metrics.cosine(fq, ft))
-        with torch.enable_grad():
-            lipschitz = float(directional_lipschitz(model, x0, (x - x0) / norm, eps)) if norm > 0 else float("nan")
+        nearest = knn.predict(torch.cat([fx, f0]).cpu())  # (2,): matched image, source
+        norm = float(torch.linalg.vector_norm(dx))
+        moved = norm > 0  # a run stopped at step 0 has no direction
         return Probe(
             nearest=names[nearest[0]], source_nearest=names[nearest[1]], source=config.source, target=config.target,
             cos_to_target=float(metrics.cosine(fx, ft)), cos_to_source=float(metrics.cosine(fx, f0)),
-            quantized_cosine=quantized, survives_8bit=quantized >= result.cos_threshold,
-            lipschitz=lipschitz, secant=float(torch.linalg.vector_norm(fx - f0)) / norm if norm > 0 else float("nan"),
-            eps=eps, linf_255=float(metrics.linf_255(x - x0)), l2_255=float(metrics.l2_255(x - x0)),
+            quantized_cosine=quantized, cos_threshold=result.cos_threshold,
+            survives_8bit=quantized >= result.cos_threshold,
+            lipschitz=float(directional_lipschitz(model, x0, dx, [eps])[0]) if moved else float("nan"),
+            secant=float(torch.linalg.vector_norm(fx - f0)) / norm if moved else float("nan"),
+            eps=eps, linf_255=float(metrics.linf_255(dx)), l2_255=float(metrics.l2_255(dx)),
             psnr=float(metrics.psnr(x, x0)),
         )
 
@@ -301,18 +306,18 @@ class ExplorerSession:
             return Report(self.result, None, f"{type(err).__name__}: {err}")
 
     def figure(self, probe: Probe | None = None) -> Figure:
-        """The latest result as one figure: source, matched image, amplified difference, target; curves below."""
+        """The latest result as one figure: source, matched image, amplified perturbation, target; curves below."""
         if self.result is None:
             raise RuntimeError("Nothing to show yet: run a match first.")
         result, config = self.result, self.config
-        diff, gain = amplified_difference(result)
+        diff, gain = amplified_perturbation(result)
         panels = [
             (result.sources[0], f"source: {config.source}"),
             (result.images[0], f"matched after {int(result.steps[0])} steps"),
-            (diff, f"difference x0 → x, ×{gain:.0f}"),
+            (diff, f"perturbation dx, ×{gain:.0f}"),
             (self.target[0], f"target: {config.target}"),
         ]
-        fig = Figure(figsize=(11, 6.4))
+        fig = plt.figure(figsize=(11, 6.4))  # through pyplot, so that a notebook shows it like every other figure
         top, bottom = fig.subfigures(2, 1, height_ratios=[1, 0.85])  # images and curves laid out separately
         for ax, (image, title) in zip(top.subplots(1, 4), panels):
             ax.imshow(to_numpy_image(image))
@@ -364,7 +369,7 @@ class Explorer:
         self.progress = W.IntProgress(value=0, min=0, max=config.steps, description="progress")
         self.status = W.HTML("Pick photos and settings, then press Run.")
         self.images = {k: W.Image(format="png", layout=W.Layout(width="180px", height="180px"))
-                       for k in ("source", "matched", "difference", "target")}
+                       for k in ("source", "matched", "perturbation", "target")}
         self.captions = {k: W.Label(k) for k in self.images}
         self.curves = W.Image(format="png", layout=W.Layout(width="640px"))
         self.probe_table = W.HTML()
@@ -454,12 +459,12 @@ class Explorer:
         self._show_images(result)
 
     def _show_images(self, result: MatchResult) -> None:
-        diff, gain = amplified_difference(result)
-        shown = {"source": result.sources[0], "matched": result.images[0], "difference": diff,
+        diff, gain = amplified_perturbation(result)
+        shown = {"source": result.sources[0], "matched": result.images[0], "perturbation": diff,
                  "target": self.session.target[0]}
         for key, image in shown.items():
             self.images[key].value = png_bytes(image)
-        self.captions["difference"].value = f"difference ×{gain:.0f}"
+        self.captions["perturbation"].value = f"perturbation dx ×{gain:.0f}"
         self.captions["matched"].value = f"matched (step {int(result.steps[0])})"
         self.curves.value = figure_png(curves_figure(result))
 

@@ -169,10 +169,14 @@ class Spectrum:
         self._need_complete("rank")
         return int((self.s > rtol * self.s[0]).sum())
 
-    def entropy_rank(self) -> float:
-        """Effective rank of Roy & Vetterli (2007): exp(entropy of p), p_i = s_i / sum(s). Between 1 and rank."""
+    def entropy_rank(self, rtol: float = RANK_RTOL) -> float:
+        """Effective rank of Roy & Vetterli (2007): exp(entropy of p), p_i = s_i / sum(s), over s > rtol * s_max.
+
+        A real number between 1 and :meth:`rank`: how many directions carry the stretching, weighted by size.
+        """
         self._need_complete("entropy_rank")
-        p = self.s[self.s > 0].double() / self.s.double().sum()
+        s = self.s[self.s > rtol * self.s[0]].double()
+        p = s / s.sum()
         return float(torch.exp(-(p * p.log()).sum()))
 
     def null_fraction(self, rtol: float = RANK_RTOL) -> float:
@@ -239,50 +243,56 @@ def _orthonormalize(Z: Tensor, Q: Tensor | None) -> Tensor:
 
 
 def top_spectrum(
-    model, x: Tensor, k: int = 16, *, block_size: int | None = None, max_iter: int = 10, tol: float = 1e-5,
+    model, x: Tensor, k: int = 16, *, block_size: int = 4, tol: float = 1e-4, max_products: int | None = None,
     seed: int = 0,
 ) -> Spectrum:
-    """Top-``k`` singular triplets of the Jacobian at ``x`` without forming it: block Krylov on J^T J.
+    """Top-``k`` singular triplets of the Jacobian at ``x`` without forming it: block Krylov (Golub-Kahan) on J^T J.
 
-    Starts from J^T Omega (random output-space block, so the subspace lies in the row space from the outset),
-    grows the Krylov subspace span{Q0, (J^T J) Q0, ...} by one block per iteration, and reads singular values
-    and vectors off the small matrix J Q^T by Rayleigh-Ritz (Ritz values approach the true ones from below).
-    Stops when the top-k values change by less than ``tol`` (relative) or after ``max_iter`` blocks.
+    Starts from J^T Omega (a random output-space block, so the subspace lies in the row space from the outset),
+    grows span{Q0, (J^T J) Q0, ...} by ``block_size`` vectors per iteration, and reads singular values and
+    vectors off the small matrix J Q^T by Rayleigh-Ritz (Ritz values approach the true ones from below). Stops
+    once the top-k values change by less than ``tol`` (relative) in one iteration, or after ``max_products``
+    Jacobian-vector products (default 2 D). Each iteration costs 2 * block_size products.
 
-    Every product reuses one forward: J^T W by backward through it, J Q by differentiating J^T w with respect
-    to w (the "double-vjp" trick; reverse mode only, so fused attention need not be avoided except here,
-    where its backward must itself be differentiable: MATH kernel).
+    One forward of ``block_size`` copies of x serves every product: J^T W is a backward through it, and J Q
+    the derivative of J^T w with respect to w (the "double-vjp" trick, several times faster than forward mode
+    here). That needs a twice-differentiable attention, so the MATH kernel is used. The model must treat
+    batch elements independently (eval mode).
     """
     x = as_batch(x)
-    b = block_size or k + 4
+    b = block_size
     with sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        out = model.embed(xr)[0]  # (D,)
+        xb = x.detach().repeat(b, 1, 1, 1).requires_grad_(True)  # (b, 3, H, W)
+        out = model.embed(xb)  # (b, D)
         w = torch.zeros_like(out, requires_grad=True)
-        (g,) = torch.autograd.grad(out, xr, w, create_graph=True)  # J^T w, linear in w: (1, 3, H, W)
+        (g,) = torch.autograd.grad(out, xb, w, create_graph=True)  # row i: J^T w_i, linear in w
 
         def JT(W: Tensor) -> Tensor:  # (b, D) -> (b, P)
-            return torch.autograd.grad(out, xr, W, retain_graph=True, is_grads_batched=True)[0].flatten(1)
+            return torch.autograd.grad(out, xb, W, retain_graph=True)[0].flatten(1)
 
         def J(Q: Tensor) -> Tensor:  # (b, P) -> (b, D)
-            return torch.autograd.grad(g, w, Q.view(-1, *g.shape), retain_graph=True, is_grads_batched=True)[0]
+            return torch.autograd.grad(g, w, Q.view_as(g), retain_graph=True)[0]
 
+        D = out.shape[1]
+        max_products = max_products or 2 * D
         gen = torch.Generator(device=x.device).manual_seed(seed)
-        omega = torch.randn(b, out.numel(), generator=gen, device=x.device, dtype=x.dtype)  # (b, D)
+        omega = torch.randn(b, D, generator=gen, device=x.device, dtype=x.dtype)
         Q = _orthonormalize(JT(omega), None)  # (b, P)
-        Qs, JQs, prev = [], [], None
-        for it in range(max_iter):
+        Qs, JQs, prev, products = [], [], None, b
+        while True:
             Qs.append(Q)
             JQs.append(J(Q))  # (b, D)
+            products += b
             Ub, s, Vb = torch.linalg.svd(torch.cat(JQs).T.double(), full_matrices=False)  # J Q^T = Ub diag(s) Vb
-            if prev is not None and ((s[:k] - prev) / s[:k]).abs().max() < tol:
+            converged = prev is not None and len(s) >= k and ((s[:k] - prev) / s[:k]).abs().max() < tol
+            if converged or products + 2 * b > max_products:
                 break
-            prev = s[:k]
-            if it < max_iter - 1:
-                Q = _orthonormalize(JT(JQs[-1]), torch.cat(Qs))
-    V = (Vb[:k].to(x.dtype) @ torch.cat(Qs)).detach()  # (k, P)
+            prev = s[:k] if len(s) >= k else None
+            Q = _orthonormalize(JT(JQs[-1]), torch.cat(Qs))
+            products += b
+    V = Vb[:k].to(x.dtype) @ torch.cat(Qs)  # (k, P)
     return Spectrum(s[:k].to(x.dtype), Ub[:, :k].to(x.dtype), V, tuple(x.shape[1:]), complete=False,
-                    extra={"iterations": it + 1, "products": 2 * b * (it + 1) + b})
+                    extra={"products": products, "converged": bool(converged)})
 
 
 # ---------------------------------------------------------------------------------------------- analytic model

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -98,12 +98,12 @@ class Adam(StepRule):
 
     def update(self, grad: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         b1, b2 = self.betas
-        m = state["m"].lerp(grad, 1 - b1)  # (B, 3, H, W)
-        v = state["v"].lerp(grad * grad, 1 - b2)  # (B, 3, H, W)
         t = state["t"] + 1  # (B,)
-        m_hat = m / _per_pair(1 - b1**t)
-        v_hat = v / _per_pair(1 - b2**t)
-        return self.lr * m_hat / (v_hat.sqrt() + self.eps), {"m": m, "v": v, "t": t}
+        m = state["m"].lerp(grad, 1 - b1)  # (B, 3, H, W)
+        v = (state["v"] * b2).addcmul_(grad, grad, value=1 - b2)  # (B, 3, H, W)
+        # lr * m_hat / (sqrt(v_hat) + eps) with per-pair bias corrections, in as few full-size passes as possible
+        denom = v.sqrt().div_(_per_pair((1 - b2**t).sqrt())).add_(self.eps)  # (B, 3, H, W)
+        return m.div(denom).mul_(_per_pair(self.lr / (1 - b1**t))), {"m": m, "v": v, "t": t}
 
 
 class SignGD(StepRule):
@@ -201,7 +201,6 @@ class MatchResult:
     cos_threshold: float
     step_rule: str = ""
     quantized_cosine: np.ndarray | None = None  # (B,) cosine of f(quantize_8bit(images)) to the target
-    extras: dict = field(default_factory=dict)
 
     @property
     def interrupted(self) -> bool:
@@ -315,7 +314,7 @@ def match_embeddings(
     """
     start = time.perf_counter()
     device = sources.device
-    x0 = sources.detach()  # (B, 3, H, W)
+    x0 = sources.detach().clone()  # (B, 3, H, W), private: the caller may reuse its tensor
     pairs = x0.shape[0]
     target = target_embeddings(model, targets, device)  # (B, D)
     if target.shape[0] != pairs:
@@ -323,7 +322,7 @@ def match_embeddings(
     rule = step_rule if step_rule is not None else Adam()
     lo, hi = _box(x0, box)  # each (B, 1, 1, 1)
     state = rule.init_state(x0)
-    x = x0.clone()  # (B, 3, H, W), replaced (never modified in place) at every step
+    x = x0  # (B, 3, H, W), replaced (never modified in place) at every step
     active = np.ones(pairs, dtype=bool)
     converged = np.zeros(pairs, dtype=bool)
     steps = np.zeros(pairs, dtype=np.int64)
@@ -339,7 +338,7 @@ def match_embeddings(
         )
 
     x_eval = x  # the latest image whose metrics are in the history
-    bar = tqdm(total=max_steps, desc="matching", disable=not progress, leave=False)
+    bar = tqdm(total=max_steps, desc="matching", disable=not progress)
     try:
         for k in range(max_steps + 1):
             running = np.flatnonzero(active)
@@ -354,10 +353,12 @@ def match_embeddings(
 
             delta = xa - x0a  # (b, 3, H, W)
             emb = emb.detach()
+            l2 = metrics.l2_255(delta)  # (b,)
             nan = torch.full_like(loss, float("nan"))
             row = torch.stack([
                 loss.detach(), metrics.cosine(emb, ta), torch.linalg.vector_norm(emb - ta, dim=1),
-                metrics.l1_255(delta), metrics.l2_255(delta), metrics.linf_255(delta), metrics.psnr(xa, x0a),
+                metrics.l1_255(delta), l2, metrics.linf_255(delta),
+                metrics.psnr_from_mse((l2 / metrics.LEVELS) ** 2 / delta[0].numel()),
                 nan if grad is None else torch.linalg.vector_norm(grad.flatten(1), dim=1),
             ]).double().cpu().numpy()  # (M, b): one device sync per step
             history.append(running, row)
@@ -398,10 +399,10 @@ def match_embeddings(
             sub_state = {n: _rows(s, update_index) for n, s in state.items()}
             upd, sub_state = rule.update(_rows(grad, moving), sub_state)  # (m, 3, H, W)
             xs = xs.detach() - upd
-            x0s = _rows(x0, update_index)
             if budget is not None:
+                x0s = _rows(x0, update_index)  # (m, 3, H, W)
                 xs = x0s + budget.project(xs - x0s)
-            xs = torch.maximum(torch.minimum(xs, _rows(hi, update_index)), _rows(lo, update_index))
+            xs = xs.clamp(_rows(lo, update_index), _rows(hi, update_index))
             state = {n: _set_rows(state[n], update_index, s) for n, s in sub_state.items()}
             x = _set_rows(x, update_index, xs)
             bar.update(1)

@@ -17,7 +17,11 @@ LEVELS = 255  # 8-bit grey levels above black
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB, peak 1: 10 log10(1 / MSE). Identical images give +inf."""
-    mse = (x - y).pow(2).flatten(1).mean(dim=1)  # (B,)
+    return psnr_from_mse((x - y).pow(2).flatten(1).mean(dim=1))  # (B,)
+
+
+def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
+    """PSNR (dB, peak 1) from a mean squared pixel error (B,), for callers that already have it."""
     return -10 * torch.log10(mse)  # (B,)
 
 
@@ -30,7 +34,7 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
 
 def linf_255(delta: torch.Tensor) -> torch.Tensor:
     """Largest absolute pixel change of a perturbation (B, 3, H, W), in 1/255 units."""
-    return delta.flatten(1).abs().amax(dim=1) * LEVELS  # (B,)
+    return torch.linalg.vector_norm(delta.flatten(1), ord=float("inf"), dim=1) * LEVELS  # (B,)
 
 
 def l2_255(delta: torch.Tensor) -> torch.Tensor:
@@ -40,7 +44,8 @@ def l2_255(delta: torch.Tensor) -> torch.Tensor:
 
 def l1_255(delta: torch.Tensor) -> torch.Tensor:
     """Mean absolute pixel change of a perturbation (the authors' "pixel L1 distance"), in 1/255 units."""
-    return delta.flatten(1).abs().mean(dim=1) * LEVELS  # (B,)
+    flat = delta.flatten(1)  # (B, 3*H*W)
+    return torch.linalg.vector_norm(flat, ord=1, dim=1) / flat.shape[1] * LEVELS  # (B,)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,295 @@
+"""Detecting matched images with noise, how matches survive common image transforms, and matching robustly (EOT).
+
+The paper group's follow-up (arXiv 2402.08473) notes that an embedding-matched image sits in a fragile spot:
+a little Gaussian noise moves its embedding much further than it moves a clean photo's. This module measures
+
+- :func:`noise_shift`: the embedding shift 1 - cos(f(x + noise), f(x)) at several noise sizes sigma (in 1/255
+  units), averaged over seeded noise draws, per image;
+- :func:`roc`: a detector's ROC curve and AUC from scores of clean (label 0) and matched (label 1) images;
+- :func:`standard_transforms` / :func:`survival`: how a match survives 8-bit rounding, JPEG, resizing, small
+  crops and blur: survival = cosine of f(T(x_matched)) to the target embedding;
+- :class:`EOTModel`: expectation over transformation (Athalye et al. 2018): ``embed(x)`` averages
+  ``model.embed(T(x))`` over random differentiable transforms, so ``match_embeddings(EOTModel(...), ...)``
+  looks for matches that hold across the transforms.
+
+Images are (B, 3, H, W) floats in [0, 1]; every transform maps such a batch to one of the same shape and range.
+"""
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import metrics
+
+Transform = Callable[[Tensor], Tensor]
+
+
+# -------------------------------------------------------------------------------------------- noise detector
+
+
+@torch.no_grad()
+def _embed(model, x: Tensor, batch_size: int) -> Tensor:
+    return torch.cat([model.embed(b) for b in x.split(batch_size)]).double()  # (N, D)
+
+
+@torch.no_grad()
+def noise_shift(
+    model, images: Tensor, sigmas_255: Sequence[float], *, n_draws: int = 4, seed: int = 0, batch_size: int = 16,
+    clamp: bool = True,
+) -> np.ndarray:
+    """Embedding shift under Gaussian noise, shape (N, S): mean over ``n_draws`` of 1 - cos(f(x + n), f(x)).
+
+    ``n`` ~ N(0, (sigma/255)^2) per pixel value, drawn from a generator seeded with ``seed`` (the same draws for
+    every image set given the same seed and shapes); the noisy image is clipped to [0, 1] when ``clamp``.
+    sigma = 0 gives a shift of 0 (up to float rounding).
+    """
+    gen = torch.Generator(device=images.device).manual_seed(seed)
+    clean = _embed(model, images, batch_size)  # (N, D)
+    out = np.zeros((len(images), len(sigmas_255)))
+    for j, sigma in enumerate(sigmas_255):
+        total = torch.zeros(len(images), dtype=torch.float64, device=images.device)
+        for _ in range(n_draws):
+            noise = torch.randn(images.shape, generator=gen, device=images.device, dtype=images.dtype)
+            noisy = images + noise * (sigma / metrics.LEVELS)
+            noisy = noisy.clamp(0, 1) if clamp and sigma > 0 else noisy
+            total += 1 - F.cosine_similarity(_embed(model, noisy, batch_size), clean, dim=1)
+        out[:, j] = (total / n_draws).cpu().numpy()
+    return out
+
+
+@dataclass
+class ROC:
+    """A detector's ROC curve (false/true positive rates at each threshold) and its area."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    thresholds: np.ndarray
+    auc: float
+
+    def tpr_at(self, fpr: float) -> float:
+        """True-positive rate at the largest threshold whose false-positive rate is at most ``fpr``."""
+        ok = self.fpr <= fpr
+        return float(self.tpr[ok].max()) if ok.any() else 0.0
+
+
+def roc(clean_scores: Sequence[float], matched_scores: Sequence[float]) -> ROC:
+    """ROC and AUC of "score above threshold means matched", clean images negative, matched positive."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    clean, matched = np.asarray(clean_scores, float).ravel(), np.asarray(matched_scores, float).ravel()
+    y = np.r_[np.zeros(len(clean)), np.ones(len(matched))]
+    s = np.r_[clean, matched]
+    fpr, tpr, thr = roc_curve(y, s)
+    return ROC(fpr, tpr, thr, float(roc_auc_score(y, s)))
+
+
+def detector_auc_table(clean_shift: np.ndarray, matched_shift: dict[str, np.ndarray],
+                       sigmas_255: Sequence[float]) -> pd.DataFrame:
+    """AUC of the noise-shift detector at each sigma, one row per (matched set, sigma)."""
+    rows = []
+    for name, shift in matched_shift.items():
+        for j, sigma in enumerate(sigmas_255):
+            r = roc(clean_shift[:, j], shift[:, j])
+            rows.append({"matched set": name, "sigma (1/255)": sigma, "AUC": r.auc, "TPR at 5% FPR": r.tpr_at(0.05),
+                         "median shift clean": float(np.median(clean_shift[:, j])),
+                         "median shift matched": float(np.median(shift[:, j]))})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- fixed transforms
+
+
+def jpeg(x: Tensor, quality: int) -> Tensor:
+    """JPEG round trip through PIL in memory (4:2:0 chroma subsampling, PIL's default), per image."""
+    from PIL import Image
+
+    out = []
+    for im in metrics.quantize_8bit(x.detach()).cpu():
+        array = (im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # (H, W, 3)
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=int(quality))
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            out.append(torch.from_numpy(np.asarray(decoded.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1))
+    return torch.stack(out).to(x)  # (B, 3, H, W)
+
+
+def resize_round_trip(x: Tensor, scale: float) -> Tensor:
+    """Resize to ``scale`` of the side (antialiased bilinear), then back to the original size."""
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
+                          align_corners=False, antialias=scale < 1)
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def crop_resize(x: Tensor, frac: float, top: float = 0.5, left: float = 0.5) -> Tensor:
+    """Crop ``frac`` of each side (its position: ``top``/``left`` in [0, 1] of the free margin), resize back."""
+    h, w = x.shape[-2:]
+    ch, cw = max(1, round(h * frac)), max(1, round(w * frac))
+    i, j = round((h - ch) * top), round((w - cw) * left)
+    return F.interpolate(x[..., i:i + ch, j:j + cw], size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def blur(x: Tensor, sigma: float) -> Tensor:
+    """Gaussian blur with standard deviation ``sigma`` pixels (kernel 2*ceil(3 sigma)+1), differentiable."""
+    import torchvision.transforms.functional as TF
+
+    k = 2 * math.ceil(3 * sigma) + 1
+    return TF.gaussian_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
+
+
+def standard_transforms(
+    jpeg_qualities: Sequence[int] = (95, 75, 50), resize_scales: Sequence[float] = (0.75, 0.5),
+    crop_fracs: Sequence[float] = (0.9,), blur_sigmas: Sequence[float] = (0.5, 1.0),
+) -> dict[str, Transform]:
+    """Common "benign" transforms an image meets on its way to a model, by name (identity first)."""
+    t: dict[str, Transform] = {"identity": lambda x: x, "8-bit rounding": metrics.quantize_8bit}
+    t |= {f"JPEG q{q}": (lambda x, q=q: jpeg(x, q)) for q in jpeg_qualities}
+    t |= {f"resize x{s:g} and back": (lambda x, s=s: resize_round_trip(x, s)) for s in resize_scales}
+    t |= {f"crop {f:.0%} + resize": (lambda x, f=f: crop_resize(x, f)) for f in crop_fracs}
+    t |= {f"blur sigma {s:g} px": (lambda x, s=s: blur(x, s)) for s in blur_sigmas}
+    return t
+
+
+@torch.no_grad()
+def survival(
+    model, matched: Tensor, targets: Tensor, transforms: dict[str, Transform], *, sources: Tensor | None = None,
+    cos_threshold: float = 0.99, batch_size: int = 16,
+) -> pd.DataFrame:
+    """How matches survive each transform: one row per (transform, pair).
+
+    Columns: ``cos_target`` = cosine of f(T(x_matched)) to the target embedding ``targets`` (N, D);
+    ``survives`` = cos_target >= ``cos_threshold``; with ``sources`` (the unmodified source images) also
+    ``cos_source`` = cosine of f(T(x_matched)) to f(T(source)) and ``follows_target`` = cos_target > cos_source
+    (a nearest-neighbour downstream would still take the target's label).
+    """
+    targets = targets.double()
+    rows = []
+    for name, T in transforms.items():
+        emb = _embed(model, T(matched), batch_size)  # (N, D)
+        cos_t = F.cosine_similarity(emb, targets, dim=1).cpu().numpy()
+        frame = {"transform": name, "pair": np.arange(len(matched)), "cos_target": cos_t,
+                 "survives": cos_t >= cos_threshold}
+        if sources is not None:
+            cos_s = F.cosine_similarity(emb, _embed(model, T(sources), batch_size), dim=1).cpu().numpy()
+            frame |= {"cos_source": cos_s, "follows_target": cos_t > cos_s}
+        rows.append(pd.DataFrame(frame))
+    return pd.concat(rows, ignore_index=True)
+
+
+def survival_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per transform: median cosine to the target and the fractions that survive / still follow the target."""
+    agg = {"median cos to target": ("cos_target", "median"), "survival rate": ("survives", "mean")}
+    if "follows_target" in frame:
+        agg["follows target"] = ("follows_target", "mean")
+    return frame.groupby("transform", sort=False).agg(**agg).reset_index()
+
+
+# ------------------------------------------------------------------------------------- random transforms (EOT)
+
+RandomTransform = Callable[[Tensor, torch.Generator], Tensor]
+
+
+def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=gen))
+
+
+def random_noise(max_sigma_255: float = 8.0) -> RandomTransform:
+    """Gaussian noise with sigma ~ U(0, max_sigma_255)/255, clipped to [0, 1] (the clip passes gradients inside)."""
+    def t(x: Tensor, gen: torch.Generator) -> Tensor:
+        sigma = _uniform(gen, 0, max_sigma_255) / metrics.LEVELS
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        return (x + sigma * noise).clamp(0, 1)
+    return t
+
+
+def random_resize(min_scale: float = 0.5) -> RandomTransform:
+    """Resize to a scale ~ U(min_scale, 1) of the side and back (bilinear), differentiable."""
+    return lambda x, gen: resize_round_trip(x, _uniform(gen, min_scale, 1.0))
+
+
+def random_crop(min_frac: float = 0.85) -> RandomTransform:
+    """A crop of ~U(min_frac, 1) of each side at a random position, resized back."""
+    return lambda x, gen: crop_resize(x, _uniform(gen, min_frac, 1.0), _uniform(gen, 0, 1), _uniform(gen, 0, 1))
+
+
+def random_blur(max_sigma: float = 1.0) -> RandomTransform:
+    """Gaussian blur with sigma ~ U(0.1, max_sigma) pixels."""
+    return lambda x, gen: blur(x, _uniform(gen, 0.1, max_sigma))
+
+
+def random_jpeg(min_quality: int = 50, max_quality: int = 95) -> RandomTransform:
+    """JPEG at a random quality with a straight-through gradient: the forward pass is the real JPEG round trip,
+    the backward pass treats it as the identity (JPEG's rounding has no useful derivative)."""
+    def t(x: Tensor, gen: torch.Generator) -> Tensor:
+        q = int(round(_uniform(gen, min_quality, max_quality)))
+        return x + (jpeg(x, q) - x).detach()
+    return t
+
+
+def random_choice(*options: RandomTransform) -> RandomTransform:
+    """One of ``options``, drawn uniformly each call."""
+    def t(x: Tensor, gen: torch.Generator) -> Tensor:
+        return options[int(torch.randint(len(options), (), generator=gen))](x, gen)
+    return t
+
+
+def default_eot_transforms(jpeg_st: bool = False) -> list[RandomTransform]:
+    """The EOT distribution used in the notebooks: each sample applies one of noise, resize, crop, blur
+    (and a straight-through JPEG if ``jpeg_st``)."""
+    options = [random_noise(8.0), random_resize(0.5), random_crop(0.85), random_blur(1.0)]
+    return [random_choice(*options, *([random_jpeg()] if jpeg_st else []))]
+
+
+def forward_attribute(wrapper: nn.Module, name: str):
+    """``nn.Module.__getattr__`` for a wrapper, falling back to its wrapped ``model`` (a module or a plain object)."""
+    try:
+        return nn.Module.__getattr__(wrapper, name)
+    except AttributeError:
+        model = wrapper.__dict__.get("_modules", {}).get("model", wrapper.__dict__.get("model"))
+        if model is None or name == "model":
+            raise
+        return getattr(model, name)
+
+
+class EOTModel(nn.Module):
+    """``embed(x)`` = mean over ``n_samples`` draws of ``model.embed(T_k(...T_1(x)))``, T_i from ``transforms``.
+
+    Each draw applies every callable in ``transforms`` in turn (each ``(x, generator) -> x``, e.g.
+    :func:`random_choice` of several). Draws come from a generator seeded with ``seed`` that advances with every
+    call, so two EOTModels with the same seed give the same sequence of outputs; :meth:`reset` rewinds it.
+    Differentiable w.r.t. x (JPEG only through :func:`random_jpeg`'s straight-through). The whole batch shares
+    one draw per sample. Costs ``n_samples`` forward/backward passes per call.
+    """
+
+    def __init__(self, model, transforms: Sequence[RandomTransform], n_samples: int = 4, seed: int = 0) -> None:
+        super().__init__()
+        self.model = model
+        self.transforms = list(transforms)
+        self.n_samples, self.seed = n_samples, seed
+        self.reset()
+
+    def reset(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def __getattr__(self, name: str):  # mean, std, device, input_size, embed_dim, name of the wrapped model
+        return forward_attribute(self, name)
+
+    def embed(self, x: Tensor) -> Tensor:
+        total = 0
+        for _ in range(self.n_samples):
+            z = x
+            for t in self.transforms:
+                z = t(z, self.generator)
+            total = total + self.model.embed(z)  # (B, D)
+        return total / self.n_samples
+
+    forward = embed

@@ -1,0 +1,173 @@
+"""How linear is the embedding locally, and how far can pixels move while the embedding stays put?
+
+- :func:`linearization_profile`: along a unit direction v, for a log-spaced range of step lengths t, the change
+  ||f(x + t v) - f(x)|| and the error of the first-order prediction ||f(x + t v) - f(x) - t J v||;
+  :meth:`LinearityProfile.radius` is the largest t for which the relative error stays below a tolerance.
+- :func:`null_space_walk`: many small pixel steps, each projected onto the null space of the *current*
+  Jacobian (re-linearised every few steps), so the picture changes while the embedding barely does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .jacobian import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
+from .lipschitz import unit
+
+DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
+
+
+# ---------------------------------------------------------------------------------------------- linearisation error
+
+
+@dataclass
+class LinearityProfile:
+    """f along x + t v for unit v: change and first-order error per t (all (T,) tensors on the CPU)."""
+
+    ts: Tensor  # (T,) step lengths, ascending
+    change: Tensor  # ||f(x + t v) - f(x)||
+    error: Tensor  # ||f(x + t v) - (f(x) + t J v)||
+    jv_norm: float  # ||J v||
+
+    @property
+    def relative_error(self) -> Tensor:
+        """error / change: 0 means the linearisation predicts the change exactly (0 where both vanish)."""
+        return torch.where(self.change > 0, self.error / self.change.clamp_min(1e-300), torch.zeros_like(self.error))
+
+    def radius(self, tol: float = 0.1) -> float:
+        """Largest t with relative error <= ``tol`` from the first t where it is, through every t in between.
+
+        Leading points above ``tol`` (tiny t, where rounding swamps the change) are skipped; 0.0 if no t qualifies,
+        ts[-1] (a lower bound) if all do.
+        """
+        ok = (self.relative_error <= tol).tolist()
+        if True not in ok:
+            return 0.0
+        first = ok.index(True)
+        last = first
+        while last + 1 < len(ok) and ok[last + 1]:
+            last += 1
+        return float(self.ts[last])
+
+
+def linearization_profile(
+    model, x: Tensor, v: Tensor, ts: Tensor | None = None, *, jac: Tensor | None = None,
+    dtype: torch.dtype | None = None, batch_size: int = 32,
+) -> LinearityProfile:
+    """Change and linearisation error of f along the unit direction v / ||v|| for each t in ``ts``.
+
+    J v comes from ``jac`` (a (D, P) Jacobian) when given, else from one forward-mode product. All t go through
+    batched forwards with x itself. No clamping to [0, 1]: this probes the function, not valid images.
+    """
+    model, x = with_dtype(model, as_batch(x), dtype)
+    ts = torch.as_tensor(DEFAULT_TS if ts is None else ts, dtype=x.dtype, device=x.device).sort().values  # (T,)
+    v = unit(v.to(x.dtype)).reshape(x.shape)
+    jv = jvp(model, x, v[0]) if jac is None else jac.to(x.dtype) @ v.flatten()  # (D,)
+    xs = torch.cat([x, x + ts.view(-1, 1, 1, 1) * v])  # (1 + T, 3, H, W)
+    with torch.no_grad():
+        out = torch.cat([model.embed(xs[i:i + batch_size]) for i in range(0, len(xs), batch_size)])  # (1 + T, D)
+    delta = out[1:] - out[:1]  # (T, D)
+    error = (delta - ts[:, None] * jv).norm(dim=1)
+    return LinearityProfile(ts.cpu(), delta.norm(dim=1).cpu(), error.cpu(), float(jv.norm()))
+
+
+def linear_region_radius(model, x: Tensor, v: Tensor, tol: float = 0.1, ts: Tensor | None = None, **kw) -> float:
+    """Largest step t along unit v for which the relative linearisation error stays below ``tol`` (see radius)."""
+    return linearization_profile(model, x, v, ts, **kw).radius(tol)
+
+
+# ---------------------------------------------------------------------------------------------- null-space walk
+
+
+@dataclass
+class Walk:
+    """Checkpoints of a walk from x0: images and how far pixels and embedding have moved (tensors (C,) on CPU)."""
+
+    steps: list[int]  # step index of each checkpoint (0 = start)
+    images: Tensor  # (C, 3, H, W) in [0, 1]
+    pixel_l2: Tensor  # ||x - x0||_2
+    pixel_linf: Tensor  # max |x - x0| in units of 1/255
+    psnr: Tensor  # dB, peak 1 (inf at the start)
+    embed_l2: Tensor  # ||f(x) - f(x0)||_2
+    embed_cos: Tensor  # cos(f(x), f(x0))
+    embed_norm: float  # ||f(x0)||, to read embed_l2 as a fraction
+    relinearizations: int
+
+
+def _correct(model, x: Tensor, f0: Tensor, spec: Spectrum, steps: int, damping: float = 0.05) -> Tensor:
+    """Damped Gauss-Newton steps x -= V^T diag(s / (s^2 + (damping s_max)^2)) U^T (f(x) - f0).
+
+    A gradient step preconditioned by the current linearisation: it undoes drift along the large singular
+    directions in one step where plain gradient descent would crawl, while the damping keeps steps along
+    tiny singular values (1 / s) from overshooting out of the linear region.
+    """
+    r_rows = spec.V.shape[0]
+    s = spec.s[:r_rows]
+    gain = s / (s**2 + (damping * s[0]) ** 2)  # (r,)
+    for _ in range(steps):
+        with torch.no_grad():
+            r = model.embed(x)[0] - f0  # (D,)
+        x = (x - (((spec.U.T @ r) * gain) @ spec.V).view_as(x)).clamp(0, 1)
+    return x
+
+
+def null_space_walk(
+    model, x: Tensor, *, toward: Tensor | None = None, n_steps: int = 40, step_size: float = 1.0,
+    relinearize_every: int = 5, k: int | None = None, project: bool = True, correct_steps: int = 0,
+    checkpoint_every: int = 5, seed: int = 0, **top_kw,
+) -> Walk:
+    """Walk ``n_steps`` pixel steps of L2 length ``step_size`` from x, each projected onto the null space.
+
+    Direction: a fixed random Gaussian direction (reproducible from ``seed``), or ``toward - x`` (re-read every
+    step) to morph the picture into another image ``toward`` while the embedding stays near f(x0).
+    Every ``relinearize_every`` steps the Jacobian is recomputed at the current point: in full when ``k`` is
+    None (small models or images), else only its top-``k`` singular directions matrix-free
+    (:func:`top_spectrum`, extra keywords go there); the latter leaves the smaller normal directions in, so
+    the step is only approximately null. ``project=False`` walks the raw direction: the control of the same
+    pixel length. Steps are clamped to [0, 1]. ``correct_steps`` Gauss-Newton steps after each step pull the
+    embedding back toward f(x0) (one forward each).
+    """
+    x0 = as_batch(x).detach()
+    x = x0.clone()
+    with torch.no_grad():
+        f0 = model.embed(x0)[0]  # (D,)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    fixed = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)  # used when toward is None
+    record = {"steps": [], "images": [], "f": []}
+
+    def checkpoint(step: int) -> None:
+        with torch.no_grad():
+            record["f"].append(model.embed(x)[0])
+        record["steps"].append(step)
+        record["images"].append(x[0].cpu())
+
+    checkpoint(0)
+    spec, relinearizations = None, 0
+    for step in range(1, n_steps + 1):
+        if project and (step - 1) % relinearize_every == 0:
+            spec = spectrum(jacobian(model, x), x.shape[1:]) if k is None else top_spectrum(model, x, k, **top_kw)
+            relinearizations += 1
+        d = fixed if toward is None else as_batch(toward).to(x) - x
+        if spec is not None:
+            d = spec.project_null(d)
+        length = min(step_size, float(d.norm()))  # toward: never overshoot what is left of the difference
+        if length > 0:
+            x = (x + length * unit(d)).clamp(0, 1)
+        if spec is not None and correct_steps:
+            x = _correct(model, x, f0, spec, correct_steps)
+        if step % checkpoint_every == 0 or step == n_steps:
+            checkpoint(step)
+
+    images = torch.stack(record["images"])  # (C, 3, H, W)
+    diff = (images - x0[0].cpu()).flatten(1)  # (C, P)
+    mse = diff.pow(2).mean(dim=1)
+    fs = torch.stack(record["f"]).cpu()  # (C, D)
+    f0 = f0.cpu()
+    return Walk(
+        steps=record["steps"], images=images, pixel_l2=diff.norm(dim=1), pixel_linf=diff.abs().amax(dim=1) * 255,
+        psnr=-10 * torch.log10(mse), embed_l2=(fs - f0).norm(dim=1), embed_cos=F.cosine_similarity(fs, f0[None]),
+        embed_norm=float(f0.norm()), relinearizations=relinearizations,
+    )

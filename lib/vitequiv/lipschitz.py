@@ -1,0 +1,105 @@
+"""Directional Lipschitz estimates L(x, v, eps) = ||f(x + eps v) - f(x)|| / eps and the exact ||J v|| they approach.
+
+As the same group defines it: v is a unit pixel direction (we normalise whatever is passed), eps sweeps from
+1e-1 down to tiny values. For small eps the estimate converges to the directional derivative ||J v|| until
+floating-point rounding takes over: in float32, x + eps v rounds back to x once eps is below ~1e-7 and the
+estimate collapses to 0 (or blows up on rounding noise). ``dtype=torch.float64`` pushes that limit to ~1e-15.
+
+Directions of interest: the top right-singular vectors (L = s_i, the largest stretch), null-space directions
+(L ~ 0 to first order), and random Gaussian directions (nearly null at 224 px: their max underestimates the
+local Lipschitz constant s_max badly, which is why sampling-based estimates such as CLEVER need care).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .jacobian import Spectrum, as_batch, jvp, with_dtype
+
+DEFAULT_EPS = torch.logspace(-1, -12, 23, dtype=torch.float64)  # 1e-1 ... 1e-12, half-decade steps
+
+
+def unit(v: Tensor) -> Tensor:
+    """``v`` scaled to unit L2 norm over all its pixels (one direction), or per row for a batch (n, 3, H, W)."""
+    if v.dim() == 4:
+        return v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return v / v.norm()
+
+
+def _embed_batched(model, xs: Tensor, batch_size: int) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([model.embed(xs[i:i + batch_size]) for i in range(0, len(xs), batch_size)])  # (n, D)
+
+
+def directional_lipschitz(
+    model, x: Tensor, v: Tensor, eps: Sequence[float] | Tensor | None = None, *,
+    dtype: torch.dtype | None = None, batch_size: int = 32,
+) -> Tensor:
+    """L(x, v, eps) = ||f(x + eps v) - f(x)|| / eps for each eps (default :data:`DEFAULT_EPS`), v normalised.
+
+    All eps go through one batched forward (in chunks of ``batch_size``) together with x itself. ``dtype``
+    evaluates a cast copy of the model (e.g. float64). No clamping to [0, 1]: this probes f, not images.
+    Returns (len(eps),) in the computation dtype.
+    """
+    model, x = with_dtype(model, as_batch(x), dtype)
+    eps = torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device)  # (E,)
+    v = unit(v.to(x.dtype)).reshape(x.shape)
+    xs = torch.cat([x, x + eps.view(-1, 1, 1, 1) * v])  # (1 + E, 3, H, W)
+    out = _embed_batched(model, xs, batch_size)  # (1 + E, D)
+    return (out[1:] - out[:1]).norm(dim=1) / eps
+
+
+def directional_derivative(model, x: Tensor, v: Tensor, *, dtype: torch.dtype | None = None) -> Tensor:
+    """||J v|| for the unit direction v / ||v||: the eps -> 0 limit of :func:`directional_lipschitz` (forward mode)."""
+    model, x = with_dtype(model, as_batch(x), dtype)
+    return jvp(model, x, unit(v.to(x.dtype)).reshape(x.shape[1:])).norm()
+
+
+# ---------------------------------------------------------------------------------------------- directions
+
+
+def random_directions(n: int, shape: Sequence[int], *, seed: int = 0, dtype: torch.dtype = torch.float32,
+                      device: torch.device | str = "cpu") -> Tensor:
+    """``n`` independent Gaussian unit directions (n, *shape), reproducible from ``seed``."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return unit(torch.randn(n, *shape, generator=gen, dtype=dtype, device=device))
+
+
+def top_directions(spectrum: Spectrum, n: int) -> Tensor:
+    """The top ``n`` right singular vectors (n, 3, H, W): the directions the embedding is most sensitive to."""
+    return spectrum.V[:n].reshape(n, *spectrum.input_shape)
+
+
+def null_directions(spectrum: Spectrum, n: int, *, seed: int = 0) -> Tensor:
+    """``n`` random unit directions (n, 3, H, W) in the null space (approximately so for a top-k spectrum)."""
+    v = random_directions(n, spectrum.input_shape, seed=seed, dtype=spectrum.V.dtype, device=spectrum.V.device)
+    return unit(spectrum.project_null(v))
+
+
+def sampled_lipschitz(
+    model, x: Tensor, directions: Tensor, eps: float = 1e-2, *, dtype: torch.dtype | None = None,
+    batch_size: int = 32,
+) -> Tensor:
+    """L(x, v, eps) for each row v of ``directions`` (n, 3, H, W), batched: (n,)."""
+    model, x = with_dtype(model, as_batch(x), dtype)
+    f0 = _embed_batched(model, x, 1)  # (1, D)
+    dirs = unit(directions.to(x.dtype))
+    out = torch.cat([_embed_batched(model, x + eps * dirs[i:i + batch_size], batch_size) - f0
+                     for i in range(0, len(dirs), batch_size)])  # (n, D)
+    return out.norm(dim=1) / eps
+
+
+def sampled_lipschitz_max(
+    model, x: Tensor, n_directions: int = 64, eps: float = 1e-2, *, seed: int = 0,
+    dtype: torch.dtype | None = None, batch_size: int = 32,
+) -> float:
+    """Max of L(x, v, eps) over ``n_directions`` random Gaussian unit directions: a local Lipschitz estimate.
+
+    A lower bound on the local constant s_max = ||J||_2 (up to O(eps)); a loose one in high dimension, since
+    random directions barely touch the D-dimensional normal space (compare with ``top_directions``).
+    """
+    x = as_batch(x)
+    dirs = random_directions(n_directions, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)
+    return float(sampled_lipschitz(model, x, dirs, eps, dtype=dtype, batch_size=batch_size).max())

@@ -1,0 +1,112 @@
+"""Noise detector, ROC/AUC, benign transforms, survival and the EOT wrapper, on tiny models."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+import vitequiv
+from vitequiv import detection
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return vitequiv.load_model("random:vit_tiny_patch16_224", img_size=32, depth=2, device="cpu")
+
+
+def images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def smooth(n: int, size: int = 32) -> torch.Tensor:
+    """Smooth photo-like images (JPEG keeps them nearly intact)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    base = torch.stack([xx, yy, 0.5 * (xx + yy)])  # (3, S, S)
+    return torch.stack([(base * (0.5 + 0.1 * k)).clamp(0, 1) for k in range(n)])
+
+
+def test_auc_perfect_useless_and_inverted():
+    assert detection.roc([0.1, 0.2, 0.3], [0.5, 0.6]).auc == 1.0
+    assert detection.roc([1, 2, 3], [1, 2, 3]).auc == pytest.approx(0.5)
+    assert detection.roc([0.5, 0.6], [0.1, 0.2]).auc == 0.0
+    r = detection.roc([0.1, 0.2, 0.3, 0.4], [0.35, 0.5])
+    assert r.tpr_at(0.0) == 0.5 and r.tpr_at(0.25) == 1.0
+
+
+def test_noise_shift_zero_at_sigma_zero_and_grows(vit):
+    x = images(3)
+    shift = detection.noise_shift(vit, x, [0, 2, 32], n_draws=2)
+    assert shift.shape == (3, 3)
+    assert np.abs(shift[:, 0]).max() < 1e-6
+    assert (shift[:, 2] > shift[:, 1]).all() and (shift[:, 1] > 1e-7).all()
+    assert np.array_equal(shift, detection.noise_shift(vit, x, [0, 2, 32], n_draws=2))  # seeded
+
+
+@pytest.mark.parametrize("name", list(detection.standard_transforms()))
+def test_transforms_keep_shape_and_range(name):
+    x = images(2, size=40)
+    y = detection.standard_transforms()[name](x)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_jpeg_quality_100_close_to_identity_and_low_quality_not():
+    x = detection.metrics.quantize_8bit(smooth(2))
+    assert (detection.jpeg(x, 100) - x).abs().max() < 4 / 255
+    noisy = images(2)
+    assert (detection.jpeg(noisy, 10) - noisy).abs().mean() > 4 / 255
+
+
+def test_crop_and_resize_and_blur_change_images():
+    x = images(1, size=40)
+    assert torch.equal(detection.crop_resize(x, 1.0), x)
+    assert not torch.allclose(detection.crop_resize(x, 0.5), x)
+    assert not torch.allclose(detection.resize_round_trip(x, 0.5), x)
+    assert detection.blur(x, 1.0).std() < x.std()
+
+
+def test_survival_identity_matches_direct_cosine(vit):
+    x, t = images(3), images(3, seed=1)
+    with torch.no_grad():
+        target = vit.embed(t)
+        direct = torch.nn.functional.cosine_similarity(vit.embed(x), target).numpy()
+    frame = detection.survival(vit, x, target, {"identity": lambda z: z}, sources=t, cos_threshold=0.5)
+    assert np.allclose(frame["cos_target"], direct, atol=1e-5)
+    assert np.allclose(frame["cos_source"], direct, atol=1e-5)  # sources are the targets here
+    assert not frame["follows_target"].any()
+    summary = detection.survival_summary(frame)
+    assert list(summary.columns) == ["transform", "median cos to target", "survival rate", "follows target"]
+
+
+def test_eot_model_differentiable_and_seeded(vit):
+    transforms = detection.default_eot_transforms(jpeg_st=True)
+    a = detection.EOTModel(vit, transforms, n_samples=3, seed=5)
+    b = detection.EOTModel(vit, transforms, n_samples=3, seed=5)
+    x = images(2).requires_grad_(True)
+    ya = a.embed(x)
+    ya.pow(2).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        assert torch.equal(ya.detach(), b.embed(x))
+        y2 = a.embed(x)
+        assert not torch.equal(y2, ya.detach())  # the generator advances between calls
+        a.reset()
+        assert torch.equal(a.embed(x), ya.detach())
+    assert a.std is vit.std and a.input_size == 32
+
+
+def test_eot_with_identity_equals_model(vit):
+    x = images(2)
+    eot = detection.EOTModel(vit, [lambda z, g: z], n_samples=2)
+    with torch.no_grad():
+        assert torch.allclose(eot.embed(x), vit.embed(x), atol=1e-6)
+
+
+def test_jpeg_straight_through_gradient_is_identity():
+    x = images(1).requires_grad_(True)
+    y = detection.random_jpeg(50, 50)(x, torch.Generator().manual_seed(0))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x))
+    assert not torch.allclose(y.detach(), x.detach())

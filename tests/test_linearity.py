@@ -1,0 +1,65 @@
+"""Linearisation error along a direction, and the null-space walk."""
+import pytest
+import torch
+
+from vitequiv.jacobian import LinearMap, spectrum
+from vitequiv.linearity import linear_region_radius, linearization_profile, null_space_walk
+
+SHAPE = (3, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def test_linear_map_has_zero_linearisation_error():
+    f = LinearMap.with_singular_values(torch.tensor([3.0, 2.0, 1.0]), D=5, input_shape=SHAPE, seed=1)
+    x = torch.rand(1, *SHAPE, dtype=torch.float64)
+    v = torch.randn(*SHAPE, dtype=torch.float64)
+    prof = linearization_profile(f, x, v)
+    assert (prof.relative_error < 1e-10).all()  # rounding only
+    assert prof.radius() == prof.ts[-1].item()
+    assert torch.allclose(prof.change, prof.ts * prof.jv_norm, rtol=1e-10)
+    # J v from a given Jacobian, and a null direction: no change at all, relative error defined as 0
+    null = spectrum(f.A, SHAPE).project_null(v)
+    prof = linearization_profile(f, x, null, jac=f.A)
+    assert prof.jv_norm < 1e-12 and (prof.change < 1e-12).all()
+
+
+def test_linearisation_error_grows_with_step(tiny_model, x):
+    v = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(2))
+    ts = torch.logspace(-3, 2, 11)
+    prof = linearization_profile(tiny_model, x, v, ts, dtype=torch.float64)
+    rel = prof.relative_error
+    assert (rel[1:] >= rel[:-1] * 0.9).all()  # increasing (float64: no rounding floor at small t)
+    assert rel[0] < 1e-3 and rel[-1] > 0.1
+    second_order = prof.error[:4] / prof.ts[:4] ** 2  # error ~ t^2 for small t
+    assert (second_order.max() / second_order.min()) < 2
+    r = prof.radius(0.1)
+    assert ts[0] < r < ts[-1]
+    assert linear_region_radius(tiny_model, x, v, 0.1, ts, dtype=torch.float64) == r
+
+
+def test_null_space_walk_moves_pixels_not_embedding(tiny_model, x):
+    kw = dict(n_steps=12, step_size=1.0, relinearize_every=4, checkpoint_every=4, seed=3)
+    null = null_space_walk(tiny_model, x, **kw)
+    control = null_space_walk(tiny_model, x, project=False, **kw)
+    assert null.steps == [0, 4, 8, 12] and null.images.shape == (4, 3, 32, 32)
+    assert torch.equal(null.images[0], x[0]) and null.pixel_l2[0] == 0 and null.embed_l2[0] == 0
+    assert null.pixel_l2[-1] > 8 and control.pixel_l2[-1] > 8  # both moved far (12 steps of 1.0, some clamping)
+    assert null.embed_l2[-1] < 0.2 * control.embed_l2[-1]
+    assert null.embed_cos[-1] > control.embed_cos[-1]
+    assert null.relinearizations == 3 and control.relinearizations == 0
+    assert null.pixel_linf[-1] > 1 and null.psnr[-1] < 60
+
+
+def test_walk_toward_another_image_with_top_k_and_correction(tiny_model, x):
+    other = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    kw = dict(toward=other, n_steps=6, step_size=2.0, relinearize_every=3, checkpoint_every=3, k=16)
+    walk = null_space_walk(tiny_model, x, correct_steps=2, **kw)
+    plain = null_space_walk(tiny_model, x, **kw)
+    assert (other - walk.images[-1]).norm() < (other - x).norm()  # the picture moved toward the other image
+    assert walk.embed_l2[-1] < plain.embed_l2[-1]  # correction pulls the embedding back
+    again = null_space_walk(tiny_model, x, correct_steps=2, **kw)
+    assert torch.equal(walk.images, again.images) and torch.equal(walk.embed_l2, again.embed_l2)
