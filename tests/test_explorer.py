@@ -12,6 +12,7 @@ from PIL import Image
 from vitequiv import explorer as ex
 from vitequiv.images import BUNDLED, ImageLoadError
 
+WAIT_S = 300  # an upper bound for a background run on a busy machine; runs take seconds
 TINY = dict(model="random:vit_tiny_patch16_224", img_size=32, model_kwargs={"depth": 2}, device="cpu")
 
 
@@ -87,11 +88,11 @@ def test_uploaded_photo_is_matched(session):
         session.add_upload("bad.png", b"not an image")
 
 
-def test_widgets_run_update_and_stop():
-    app = ex.build_explorer(tiny_config(steps=6), every=2)
+def test_widgets_run_update_and_stop(session):
+    app = ex.build_explorer(tiny_config(steps=6), session, every=2)
     assert app.widget.children and app.current_config().model == TINY["model"]
     app.run_button.click()
-    app.wait(60)
+    app.wait(WAIT_S)
     assert not app.running and not app.run_button.disabled
     for key in ("source", "matched", "perturbation", "target"):
         assert bytes(app.images[key].value).startswith(b"\x89PNG")
@@ -100,11 +101,11 @@ def test_widgets_run_update_and_stop():
 
     app.steps.value, app.cos.value = 10_000, 1.0
     app.run_button.click()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + WAIT_S
     while app.progress.value < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     app.stop_button.click()
-    app.wait(60)
+    app.wait(WAIT_S)
     assert app.session.result.stopped_by == "callback" and "stopped" in app.status.value
     assert 2 <= app.progress.value < 10_000 and "8-bit" in app.probe_table.value
 
@@ -115,14 +116,14 @@ def uploaded(name: str, data: bytes) -> dict:
     return {"name": name, "type": "image/png", "size": len(data), "content": memoryview(data), "last_modified": when}
 
 
-def test_widget_upload_and_errors_as_messages():
-    app = ex.build_explorer(tiny_config())
+def test_widget_upload_and_errors_as_messages(session):
+    app = ex.build_explorer(tiny_config(), session)
     app.upload.value = (uploaded("grey.png", png_file()),)
     assert app.source.value == "upload:grey.png" and "upload:grey.png" in app.target.options
     app.upload.value = (uploaded("bad.png", b"not an image"),)
     assert "ImageLoadError" in app.status.value
     app.model.value = "no_such_vit"
     app.run_button.click()
-    app.wait(60)
+    app.wait(WAIT_S)
     assert "Unknown model" in app.status.value and "&lt;timm name&gt;" in app.status.value
     assert app.probe_table.value == ""

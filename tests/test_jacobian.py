@@ -4,9 +4,8 @@ import math
 import pytest
 import torch
 
-import vitequiv
 from vitequiv.jacobian import (
-    JacobianMemoryError, LinearMap, jacobian, jacobian_bytes, jvp, spectrum, top_spectrum, vjp,
+    JacobianMemoryError, LinearMap, cast_model, jacobian, jacobian_bytes, jvp, spectrum, top_spectrum, vjp,
 )
 
 SHAPE = (3, 8, 8)  # P = 192 pixels for the analytic map
@@ -35,7 +34,7 @@ def linear():
 
 def test_jacobian_matches_central_differences_in_float64(tiny, x):
     J64 = jacobian(tiny, x, dtype=torch.float64)
-    model64 = vitequiv.jacobian.cast_model(tiny, torch.float64)
+    model64 = cast_model(tiny, torch.float64)
     x64, h = x.double(), 1e-5
     for j in torch.randperm(x.numel(), generator=torch.Generator().manual_seed(1))[:4].tolist():
         e = torch.zeros_like(x64).view(-1)
@@ -58,7 +57,7 @@ def test_chunk_size_does_not_change_the_jacobian(tiny, x, J):
 
 
 def test_memory_check_raises_before_allocating(tiny, x):
-    need = jacobian_bytes(192, x.numel(), 16, 4)
+    need = jacobian_bytes(192, x.numel(), 8, 4)
     with pytest.raises(JacobianMemoryError, match="top_spectrum"):
         jacobian(tiny, x, max_bytes=need - 1)
 

@@ -44,14 +44,17 @@ def test_linearisation_error_grows_with_step(tiny_model, x):
 def test_null_space_walk_moves_pixels_not_embedding(tiny_model, x):
     kw = dict(n_steps=12, step_size=1.0, relinearize_every=4, checkpoint_every=4, seed=3)
     null = null_space_walk(tiny_model, x, **kw)
+    corrected = null_space_walk(tiny_model, x, correct_steps=1, **kw)
     control = null_space_walk(tiny_model, x, project=False, **kw)
     assert null.steps == [0, 4, 8, 12] and null.images.shape == (4, 3, 32, 32)
     assert torch.equal(null.images[0], x[0]) and null.pixel_l2[0] == 0 and null.embed_l2[0] == 0
-    assert null.pixel_l2[-1] > 8 and control.pixel_l2[-1] > 8  # both moved far (12 steps of 1.0, some clamping)
-    assert null.embed_l2[-1] < 0.2 * control.embed_l2[-1]
-    assert null.embed_cos[-1] > control.embed_cos[-1]
+    for walk in (null, corrected, control):  # all moved far: 12 steps of 1.0, a little lost to clamping
+        assert walk.pixel_l2[-1] > 9 and walk.pixel_linf[-1] > 10 and walk.psnr[-1] < 40
+    # the tiny random ViT is strongly curved (linear radius ~1), so the uncorrected walk drifts at second order
+    assert null.embed_l2[-1] < 0.5 * control.embed_l2[-1]
+    assert corrected.embed_l2[-1] < 0.05 * control.embed_l2[-1]
+    assert corrected.embed_cos[-1] > 0.999 > control.embed_cos[-1]
     assert null.relinearizations == 3 and control.relinearizations == 0
-    assert null.pixel_linf[-1] > 1 and null.psnr[-1] < 60
 
 
 def test_walk_toward_another_image_with_top_k_and_correction(tiny_model, x):

@@ -170,7 +170,7 @@ def plot_curves(ax_cos: Axes, ax_loss: Axes, result: MatchResult) -> None:
     ax_cos.legend(loc="lower right")
     ax_loss.plot(steps, result.history["loss"][:, 0], color="C1")
     ax_loss.set(xlabel="step", ylabel="loss (MSE, log scale)", yscale="log", title="matching loss")
-    ax_loss.yaxis.set_major_formatter(ticker.LogFormatter())  # plain numbers rather than 6 x 10^0
+    ax_loss.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 0.1, 1, 10 rather than 10^k
     ax_loss.yaxis.set_minor_formatter(ticker.LogFormatter(labelOnlyBase=False))
 
 

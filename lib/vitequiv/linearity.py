@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from . import metrics
 from .jacobian import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
 from .lipschitz import unit
 
@@ -88,8 +88,9 @@ class Walk:
 
     steps: list[int]  # step index of each checkpoint (0 = start)
     images: Tensor  # (C, 3, H, W) in [0, 1]
-    pixel_l2: Tensor  # ||x - x0||_2
+    pixel_l2: Tensor  # ||x - x0||_2 over all 3HW values, pixels in [0, 1] (the unit of step_size)
     pixel_linf: Tensor  # max |x - x0| in units of 1/255
+    pixel_l1: Tensor  # mean |x - x0| in units of 1/255 (the authors' "pixel L1 distance")
     psnr: Tensor  # dB, peak 1 (inf at the start)
     embed_l2: Tensor  # ||f(x) - f(x0)||_2
     embed_cos: Tensor  # cos(f(x), f(x0))
@@ -104,9 +105,8 @@ def _correct(model, x: Tensor, f0: Tensor, spec: Spectrum, steps: int, damping: 
     directions in one step where plain gradient descent would crawl, while the damping keeps steps along
     tiny singular values (1 / s) from overshooting out of the linear region.
     """
-    r_rows = spec.V.shape[0]
-    s = spec.s[:r_rows]
-    gain = s / (s**2 + (damping * s[0]) ** 2)  # (r,)
+    s = spec.s[:len(spec.V)]  # (r,) the singular values that have vectors
+    gain = s / (s**2 + (damping * s[0]) ** 2)
     for _ in range(steps):
         with torch.no_grad():
             r = model.embed(x)[0] - f0  # (D,)
@@ -116,8 +116,8 @@ def _correct(model, x: Tensor, f0: Tensor, spec: Spectrum, steps: int, damping: 
 
 def null_space_walk(
     model, x: Tensor, *, toward: Tensor | None = None, n_steps: int = 40, step_size: float = 1.0,
-    relinearize_every: int = 5, k: int | None = None, project: bool = True, correct_steps: int = 0,
-    checkpoint_every: int = 5, seed: int = 0, **top_kw,
+    relinearize_every: int = 5, k: int | None = None, tol: float = 1e-2, project: bool = True,
+    correct_steps: int = 0, checkpoint_every: int = 5, seed: int = 0,
 ) -> Walk:
     """Walk ``n_steps`` pixel steps of L2 length ``step_size`` from x, each projected onto the null space.
 
@@ -125,10 +125,10 @@ def null_space_walk(
     step) to morph the picture into another image ``toward`` while the embedding stays near f(x0).
     Every ``relinearize_every`` steps the Jacobian is recomputed at the current point: in full when ``k`` is
     None (small models or images), else only its top-``k`` singular directions matrix-free
-    (:func:`top_spectrum`, extra keywords go there); the latter leaves the smaller normal directions in, so
-    the step is only approximately null. ``project=False`` walks the raw direction: the control of the same
-    pixel length. Steps are clamped to [0, 1]. ``correct_steps`` Gauss-Newton steps after each step pull the
-    embedding back toward f(x0) (one forward each).
+    (:func:`top_spectrum` to relative accuracy ``tol``: a rough normal space is enough here); the latter
+    leaves the smaller normal directions in, so the step is only approximately null. ``project=False`` walks
+    the raw direction: the control of the same pixel length. Steps are clamped to [0, 1]. ``correct_steps``
+    damped Gauss-Newton steps after each step pull the embedding back toward f(x0) (one forward each).
     """
     x0 = as_batch(x).detach()
     x = x0.clone()
@@ -148,7 +148,10 @@ def null_space_walk(
     spec, relinearizations = None, 0
     for step in range(1, n_steps + 1):
         if project and (step - 1) % relinearize_every == 0:
-            spec = spectrum(jacobian(model, x), x.shape[1:]) if k is None else top_spectrum(model, x, k, **top_kw)
+            if k is None:
+                spec = spectrum(jacobian(model, x), x.shape[1:])
+            else:
+                spec = top_spectrum(model, x, k, tol=tol, seed=seed)
             relinearizations += 1
         d = fixed if toward is None else as_batch(toward).to(x) - x
         if spec is not None:
@@ -162,12 +165,11 @@ def null_space_walk(
             checkpoint(step)
 
     images = torch.stack(record["images"])  # (C, 3, H, W)
-    diff = (images - x0[0].cpu()).flatten(1)  # (C, P)
-    mse = diff.pow(2).mean(dim=1)
-    fs = torch.stack(record["f"]).cpu()  # (C, D)
-    f0 = f0.cpu()
+    delta = images - x0.cpu()  # (C, 3, H, W)
+    fs, f0 = torch.stack(record["f"]).cpu(), f0.cpu()  # (C, D), (D,)
     return Walk(
-        steps=record["steps"], images=images, pixel_l2=diff.norm(dim=1), pixel_linf=diff.abs().amax(dim=1) * 255,
-        psnr=-10 * torch.log10(mse), embed_l2=(fs - f0).norm(dim=1), embed_cos=F.cosine_similarity(fs, f0[None]),
-        embed_norm=float(f0.norm()), relinearizations=relinearizations,
+        steps=record["steps"], images=images, pixel_l2=delta.flatten(1).norm(dim=1),
+        pixel_linf=metrics.linf_255(delta), pixel_l1=metrics.l1_255(delta), psnr=metrics.psnr(images, x0.cpu()),
+        embed_l2=(fs - f0).norm(dim=1), embed_cos=metrics.cosine(fs, f0.expand_as(fs)), embed_norm=float(f0.norm()),
+        relinearizations=relinearizations,
     )

@@ -87,45 +87,56 @@ def pair_indices(n_images: int, n_pairs: int, seed: int = 0) -> tuple[np.ndarray
 # ------------------------------------------------------------------------------------------------- matching
 
 
-def _first_step(mask: np.ndarray) -> np.ndarray:
-    """(T, B) bool -> (B,) first row that is True, or -1."""
-    hit = mask.any(axis=0)
-    return np.where(hit, mask.argmax(axis=0), -1)
-
-
 def matching_measurements(
-    model, sources: Tensor, targets: Tensor, *, cos: float = 0.99, rel: float = 0.1, max_steps: int = 200,
+    model, sources: Tensor, targets: Tensor, *, cos: float = 0.99, rel: float = 0.15, max_steps: int = 200,
     step_rule: StepRule | None = None, progress: bool = False,
-) -> tuple[dict, "object"]:
-    """Match each source (B, 3, H, W) to its target image; return (summary dict, MatchResult).
+) -> tuple[dict, list]:
+    """Match each source (B, 3, H, W) to its target image; return (summary dict, one MatchResult per pair).
 
-    Runs ``match_embeddings`` (``Adam(lr=1/255)`` by default) until every pair has reached cosine >= ``cos``
-    and relative residual <= ``rel``, or ``max_steps``. From the history, per pair: the first step at which each
-    criterion holds, and the perturbation there. Summary (medians over the pairs that got there; fractions
-    over all pairs): ``cos0`` (median initial cosine), ``reach_cos`` / ``reach_rel`` (fractions), ``steps_cos`` /
-    ``steps_rel``, ``linf_cos`` / ``l2_cos`` / ``psnr_cos`` (at the cosine criterion), ``linf_rel`` / ``l2_rel`` /
-    ``psnr_rel``, ``s_per_pair`` (wall time / pairs, batched), ``survives_8bit`` (final images).
+    Each pair runs alone (``match_embeddings``, ``Adam(lr=1/255)`` by default) until it has reached both
+    cosine >= ``cos`` and relative residual ||f(x) - f(x_tg)|| <= ``rel`` ||f(x0) - f(x_tg)||, or
+    ``max_steps``. From its history: the first step at which each criterion holds, and the perturbation
+    there. Summary (medians over the pairs that got there; fractions over all pairs): ``cos0`` (median initial
+    cosine), ``reach_cos`` / ``reach_rel`` (fractions), ``steps_cos`` / ``steps_rel``, ``linf_cos`` / ``l2_cos`` /
+    ``psnr_cos`` (at the cosine criterion), ``linf_rel`` / ``l2_rel`` / ``psnr_rel``; at each pair's last image
+    (both criteria met, or the step cap) ``final_cos``, ``final_rel``, ``final_linf``, ``final_psnr``,
+    ``final_steps`` (medians, defined even when a criterion was not reached); ``s_per_pair`` (mean wall time),
+    ``survives_8bit`` (fraction whose 8-bit rounded last image keeps cosine >= ``cos``).
     """
     with torch.no_grad():
         t = model.embed(targets)  # (B, D)
         d0 = torch.linalg.vector_norm(model.embed(sources) - t, dim=1).double().cpu().numpy()  # (B,)
-    stop = StopRule(cos=cos, dist2=float((rel * d0.min()) ** 2))
-    result = match_embeddings(model, sources, t, step_rule=step_rule or Adam(lr=1 / 255), max_steps=max_steps,
-                              stop=stop, progress=progress)
-    h = result.history  # each (T, B)
-    cos_h = np.nan_to_num(h["cosine"], nan=-2.0)
-    rel_h = np.nan_to_num(h["emb_l2"], nan=np.inf) / np.maximum(d0, 1e-30)
-    summary = {"pairs": len(d0), "cos0": float(np.median(h["cosine"][0]))}
-    for tag, first in (("cos", _first_step(cos_h >= cos)), ("rel", _first_step(rel_h <= rel))):
-        ok = first >= 0
-        summary[f"reach_{tag}"] = float(ok.mean())
-        rows, cols = first[ok], np.flatnonzero(ok)
-        med = (lambda k: float(np.median(h[k][rows, cols])) if ok.any() else float("nan"))
-        summary[f"steps_{tag}"] = float(np.median(rows)) if ok.any() else float("nan")
-        summary[f"linf_{tag}"], summary[f"l2_{tag}"], summary[f"psnr_{tag}"] = med("linf_255"), med("l2_255"), med("psnr")
-    summary["s_per_pair"] = result.elapsed_s / len(d0)
-    summary["survives_8bit"] = float(np.mean(result.quantized_cosine >= cos))
-    return summary, result
+    rule = step_rule or Adam(lr=1 / 255)
+    results, per_pair = [], []
+    for i in range(len(d0)):
+        stop = StopRule(cos=cos, dist2=float((rel * d0[i]) ** 2))
+        r = match_embeddings(model, sources[i:i + 1], t[i:i + 1], step_rule=rule, max_steps=max_steps, stop=stop,
+                             progress=progress)
+        h = {k: v[:, 0] for k, v in r.history.items()}  # each (T,)
+        entry = {"cos0": h["cosine"][0], "final_steps": int(r.steps[0]), "s": r.elapsed_s,
+                 "survives_8bit": bool(r.quantized_cosine[0] >= cos)}
+        last = int(r.steps[0])
+        entry |= {"final_cos": h["cosine"][last], "final_rel": h["emb_l2"][last] / d0[i],
+                  "final_linf": h["linf_255"][last], "final_psnr": h["psnr"][last]}
+        for tag, hit in (("cos", h["cosine"] >= cos), ("rel", h["emb_l2"] <= rel * d0[i])):
+            k = int(np.argmax(hit)) if hit.any() else -1
+            entry[f"steps_{tag}"] = k if k >= 0 else np.nan
+            for key, name in (("linf_255", "linf"), ("l2_255", "l2"), ("psnr", "psnr")):
+                entry[f"{name}_{tag}"] = h[key][k] if k >= 0 else np.nan
+        results.append(r)
+        per_pair.append(entry)
+    summary = {"pairs": len(d0)}
+    for key in per_pair[0]:
+        values = np.array([e[key] for e in per_pair], dtype=float)
+        if key == "s":
+            summary["s_per_pair"] = float(values.mean())
+        elif key == "survives_8bit":
+            summary[key] = float(values.mean())
+        else:
+            summary[key] = float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+        if key.startswith("steps_"):
+            summary[f"reach_{key[6:]}"] = float(np.isfinite(values).mean())
+    return summary, results
 
 
 # ------------------------------------------------------------------------------------------------- Jacobian
@@ -133,7 +144,7 @@ def matching_measurements(
 
 def jacobian_measurements(
     model, x: Tensor, *, method: str = "full", k: int = 16, eps: Sequence[float] = (1e-3,), n_random: int = 4,
-    seed: int = 0, chunk_size: int = 16,
+    seed: int = 0, chunk_size: int = 16, lipschitz_dtype: torch.dtype | None = torch.float64,
 ) -> tuple[dict, np.ndarray]:
     """Jacobian structure at one image ``x`` (1, 3, H, W); return (summary dict, singular values).
 
@@ -144,7 +155,9 @@ def jacobian_measurements(
     dimension-count lower bound 1 - D/P. Both: ``s_max``, ``s_max_rel`` = s_max / ||f(x)|| (relative gain per
     unit pixel step), ``s_ratio_10`` = s_10 / s_1, and for each eps the directional Lipschitz estimates
     ``L_top@eps`` (top right-singular direction) and ``L_rand@eps`` (mean over ``n_random`` random unit
-    directions, seeded) and their ratio ``L_ratio@eps``.
+    directions, seeded) and their ratio ``L_ratio@eps``, evaluated on a copy of the model cast to
+    ``lipschitz_dtype`` (float64 by default: a float32 embedding cannot resolve the tiny changes along random
+    directions at small eps).
     """
     x = jac.as_batch(x)
     start = time.perf_counter()
@@ -168,8 +181,10 @@ def jacobian_measurements(
     top = spec.V[0].reshape(x.shape[1:])  # (3, H, W), unit length
     rand = random_directions(n_random, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)  # (n, 3, H, W)
     eps = [float(e) for e in eps]
-    top_l = directional_lipschitz(model, x, top, eps).double().cpu().numpy()  # (E,)
-    rand_l = np.mean([directional_lipschitz(model, x, r, eps).double().cpu().numpy() for r in rand], axis=0)  # (E,)
+    lmodel, lx = jac.with_dtype(model, x, lipschitz_dtype)
+    top_l = directional_lipschitz(lmodel, lx, top, eps).double().cpu().numpy()  # (E,)
+    rand_l = np.mean([directional_lipschitz(lmodel, lx, r, eps).double().cpu().numpy() for r in rand], axis=0)  # (E,)
+    del lmodel
     for e, lt, lr in zip(eps, top_l, rand_l):
         row |= {f"L_top@{e:g}": float(lt), f"L_rand@{e:g}": float(lr), f"L_ratio@{e:g}": float(lt / lr)}
     return row, s
