@@ -110,3 +110,23 @@ def test_jpeg_straight_through_gradient_is_identity():
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
     assert not torch.allclose(y.detach(), x.detach())
+
+
+def test_noise_shift_definition(vit):
+    x = images(2)
+    shift = detection.noise_shift(vit, x, [16], n_draws=1, seed=3)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = 1 - torch.nn.functional.cosine_similarity(
+            vit.embed((x + noise * 16 / 255).clamp(0, 1)).double(), vit.embed(x).double())
+    assert np.allclose(shift[:, 0], expected.numpy(), atol=1e-6)
+
+
+def test_eot_model_plugs_into_matching(vit):
+    x, t = images(2), images(2, seed=1)
+    eot = detection.EOTModel(vit, detection.default_eot_transforms(), n_samples=2, seed=0)
+    with torch.no_grad():
+        target = vit.embed(t)
+    result = vitequiv.match_embeddings(eot, x, target, step_rule=vitequiv.Adam(lr=0.01), max_steps=5, progress=False)
+    assert result.history["loss"].shape[0] == 6 and np.isfinite(result.history["loss"]).all()
+    assert np.nanmean(result.history["emb_l2"][-1]) < np.nanmean(result.history["emb_l2"][0])

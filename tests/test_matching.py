@@ -240,3 +240,16 @@ def test_history_frame(vit):
     result = match_embeddings(vit, images(2, 0), images(2, 1), max_steps=3, progress=False)
     frame = result.to_frame()
     assert len(frame) == 8 and {"step", "pair", "loss", "cosine", "psnr", "linf_255"} <= set(frame.columns)
+
+
+def test_adam_matches_torch_optim_adam():
+    model, src = Linear(), torch.full((2, 3, 32, 32), 0.5)
+    tgt = torch.randn(2, 8, generator=torch.Generator().manual_seed(3))
+    ours = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), max_steps=5, progress=False)
+    x = src.clone().requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=1e-3)
+    for _ in range(5):
+        opt.zero_grad()
+        (model.embed(x) - tgt).pow(2).mean(dim=1).sum().backward()
+        opt.step()
+    assert torch.allclose(ours.images, x.detach(), atol=1e-6, rtol=0)

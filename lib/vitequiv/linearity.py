@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import metrics
 from .jacobian import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
-from .lipschitz import unit
+from .lipschitz import embed_many, unit
 
 DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
 
@@ -35,7 +35,7 @@ class LinearityProfile:
     @property
     def relative_error(self) -> Tensor:
         """error / change: 0 means the linearisation predicts the change exactly (0 where both vanish)."""
-        return torch.where(self.change > 0, self.error / self.change.clamp_min(1e-300), torch.zeros_like(self.error))
+        return torch.where(self.change > 0, self.error / self.change, torch.zeros_like(self.error))
 
     def radius(self, tol: float = 0.1) -> float:
         """Largest t with relative error <= ``tol`` from the first t where it is, through every t in between.
@@ -67,8 +67,7 @@ def linearization_profile(
     v = unit(v.to(x.dtype)).reshape(x.shape)
     jv = jvp(model, x, v[0]) if jac is None else jac.to(x.dtype) @ v.flatten()  # (D,)
     xs = torch.cat([x, x + ts.view(-1, 1, 1, 1) * v])  # (1 + T, 3, H, W)
-    with torch.no_grad():
-        out = torch.cat([model.embed(xs[i:i + batch_size]) for i in range(0, len(xs), batch_size)])  # (1 + T, D)
+    out = embed_many(model, xs, batch_size)  # (1 + T, D)
     delta = out[1:] - out[:1]  # (T, D)
     error = (delta - ts[:, None] * jv).norm(dim=1)
     return LinearityProfile(ts.cpu(), delta.norm(dim=1).cpu(), error.cpu(), float(jv.norm()))

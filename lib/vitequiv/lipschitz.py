@@ -28,7 +28,8 @@ def unit(v: Tensor) -> Tensor:
     return v / v.norm()
 
 
-def _embed_batched(model, xs: Tensor, batch_size: int) -> Tensor:
+def embed_many(model, xs: Tensor, batch_size: int) -> Tensor:
+    """Embeddings (n, D) of images xs (n, 3, H, W), ``batch_size`` at a time, without a graph, in xs's dtype."""
     with torch.no_grad():
         return torch.cat([model.embed(xs[i:i + batch_size]) for i in range(0, len(xs), batch_size)])  # (n, D)
 
@@ -47,7 +48,7 @@ def directional_lipschitz(
     eps = torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device)  # (E,)
     v = unit(v.to(x.dtype)).reshape(x.shape)
     xs = torch.cat([x, x + eps.view(-1, 1, 1, 1) * v])  # (1 + E, 3, H, W)
-    out = _embed_batched(model, xs, batch_size)  # (1 + E, D)
+    out = embed_many(model, xs, batch_size)  # (1 + E, D)
     return (out[1:] - out[:1]).norm(dim=1) / eps
 
 
@@ -84,10 +85,8 @@ def sampled_lipschitz(
 ) -> Tensor:
     """L(x, v, eps) for each row v of ``directions`` (n, 3, H, W), batched: (n,)."""
     model, x = with_dtype(model, as_batch(x), dtype)
-    f0 = _embed_batched(model, x, 1)  # (1, D)
-    dirs = unit(directions.to(x.dtype))
-    out = torch.cat([_embed_batched(model, x + eps * dirs[i:i + batch_size], batch_size) - f0
-                     for i in range(0, len(dirs), batch_size)])  # (n, D)
+    f0 = embed_many(model, x, 1)  # (1, D)
+    out = embed_many(model, x + eps * unit(directions.to(x.dtype)), batch_size) - f0  # (n, D)
     return out.norm(dim=1) / eps
 
 
