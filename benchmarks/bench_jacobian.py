@@ -20,7 +20,7 @@ import sys
 import torch
 
 import vitequiv
-from vitequiv.jacobian import jacobian, spectrum, top_spectrum
+from vitequiv.jacobians import jacobian, spectrum, top_spectrum
 
 from .common import Row, best_time
 
@@ -28,7 +28,7 @@ SIZE, CHUNK, K, ROUNDS = 112, 8, 16, 2
 
 MEMORY_SCRIPT = """
 import sys, torch, vitequiv
-from vitequiv.jacobian import LinearMap, jacobian, vjp
+from vitequiv.jacobians import LinearMap, jacobian, vjp
 
 def status(field):  # kB -> bytes
     line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))

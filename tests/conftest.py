@@ -16,6 +16,18 @@ def tiny_model() -> vitequiv.EmbeddingModel:
 
 
 @pytest.fixture(scope="session")
+def tiny_x() -> torch.Tensor:
+    """One fixed random image (1, 3, 32, 32) in [0, 1] for the tiny model."""
+    return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="session")
+def tiny_J(tiny_model, tiny_x) -> torch.Tensor:
+    """The tiny model's Jacobian at tiny_x, (192, 3072), computed once per session."""
+    return vitequiv.jacobian(tiny_model, tiny_x)
+
+
+@pytest.fixture(scope="session")
 def embedded() -> vitequiv.EmbeddingModel:
     """The embedded pretrained DINOv2-S/14 at 224 px on the CPU."""
     return vitequiv.load_model("embedded", device="cpu")

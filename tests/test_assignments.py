@@ -17,7 +17,7 @@ from nbgrader.nbgraderformat import MetadataValidator
 from vitequiv import assignments
 from vitequiv.assignments import checks
 from vitequiv.assignments.generate import student_copy
-from vitequiv.jacobian import cast_model, spectrum
+from vitequiv.jacobians import cast_model, spectrum
 
 SOLUTIONS = assignments.solution_notebooks()
 NAMES = [p.stem for p in SOLUTIONS]

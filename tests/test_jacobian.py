@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from vitequiv.jacobian import (
+from vitequiv.jacobians import (
     JacobianMemoryError, LinearMap, cast_model, jacobian, jacobian_bytes, jvp, spectrum, top_spectrum, vjp,
 )
 
@@ -13,30 +13,15 @@ S_TRUE = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64)  # ra
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model):
-    return tiny_model  # conftest's 2-block random ViT-Tiny at 32 px
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
-def J(tiny, x):
-    return jacobian(tiny, x)
-
-
-@pytest.fixture(scope="module")
 def linear():
     return LinearMap.with_singular_values(S_TRUE, D=10, input_shape=SHAPE, seed=1)
 
 
-def test_jacobian_matches_central_differences_in_float64(tiny, x):
-    J64 = jacobian(tiny, x, dtype=torch.float64)
-    model64 = cast_model(tiny, torch.float64)
-    x64, h = x.double(), 1e-5
-    for j in torch.randperm(x.numel(), generator=torch.Generator().manual_seed(1))[:4].tolist():
+def test_jacobian_matches_central_differences_in_float64(tiny_model, tiny_x):
+    J64 = jacobian(tiny_model, tiny_x, dtype=torch.float64)
+    model64 = cast_model(tiny_model, torch.float64)
+    x64, h = tiny_x.double(), 1e-5
+    for j in torch.randperm(tiny_x.numel(), generator=torch.Generator().manual_seed(1))[:4].tolist():
         e = torch.zeros_like(x64).view(-1)
         e[j] = h
         with torch.no_grad():
@@ -44,22 +29,22 @@ def test_jacobian_matches_central_differences_in_float64(tiny, x):
         assert torch.allclose(J64[:, j], fd, rtol=0, atol=1e-7 * fd.abs().max().item() + 1e-12), j
 
 
-def test_jvp_and_vjp_agree_with_jacobian(tiny, x, J):
+def test_jvp_and_vjp_agree_with_jacobian(tiny_model, tiny_x, tiny_J):
     v = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    u = torch.randn(2, J.shape[0], generator=torch.Generator().manual_seed(3))
-    assert torch.allclose(jvp(tiny, x, v), v.flatten(1) @ J.T, rtol=1e-4, atol=1e-4)
-    assert torch.allclose(jvp(tiny, x, v[0]), J @ v[0].flatten(), rtol=1e-4, atol=1e-4)
-    assert torch.allclose(vjp(tiny, x, u).flatten(1), u @ J, rtol=1e-4, atol=1e-5)
+    u = torch.randn(2, tiny_J.shape[0], generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(jvp(tiny_model, tiny_x, v), v.flatten(1) @ tiny_J.T, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(jvp(tiny_model, tiny_x, v[0]), tiny_J @ v[0].flatten(), rtol=1e-4, atol=1e-4)
+    assert torch.allclose(vjp(tiny_model, tiny_x, u).flatten(1), u @ tiny_J, rtol=1e-4, atol=1e-5)
 
 
-def test_chunk_size_does_not_change_the_jacobian(tiny, x, J):
-    assert torch.allclose(jacobian(tiny, x, chunk_size=7), J, atol=1e-6)
+def test_chunk_size_does_not_change_the_jacobian(tiny_model, tiny_x, tiny_J):
+    assert torch.allclose(jacobian(tiny_model, tiny_x, chunk_size=7), tiny_J, atol=1e-6)
 
 
-def test_memory_check_raises_before_allocating(tiny, x):
-    need = jacobian_bytes(192, x.numel(), 8, 4)
+def test_memory_check_raises_before_allocating(tiny_model, tiny_x):
+    need = jacobian_bytes(192, tiny_x.numel(), 8, 4)
     with pytest.raises(JacobianMemoryError, match="top_spectrum"):
-        jacobian(tiny, x, max_bytes=need - 1)
+        jacobian(tiny_model, tiny_x, max_bytes=need - 1)
 
     class Huge:  # a 10^7 x 3*10^6 Jacobian (about 120 TB): allocating it would fail differently, or never return
         def embed(self, z):
@@ -104,16 +89,16 @@ def test_top_spectrum_matches_full_svd_on_linear_map(linear):
         top.rank()
 
 
-def test_top_spectrum_matches_full_svd_on_vit(tiny, x, J):
-    full = spectrum(J, x.shape[1:])
-    top = top_spectrum(tiny, x, k=8)
+def test_top_spectrum_matches_full_svd_on_vit(tiny_model, tiny_x, tiny_J):
+    full = spectrum(tiny_J, tiny_x.shape[1:])
+    top = top_spectrum(tiny_model, tiny_x, k=8)
     assert ((top.s - full.s[:8]) / full.s[:8]).abs().max() < 1e-3
     cos = (top.V[:4] @ full.V[:4].T).diagonal().abs()
     assert (cos > 0.99).all()
-    assert full.rank() <= J.shape[0] and full.null_fraction() > 0.9
+    assert full.rank() <= tiny_J.shape[0] and full.null_fraction() > 0.9
 
 
-def test_same_seed_same_numbers(tiny, x, J):
-    assert torch.equal(jacobian(tiny, x), J)
-    a, b = top_spectrum(tiny, x, k=4, seed=5), top_spectrum(tiny, x, k=4, seed=5)
+def test_same_seed_same_numbers(tiny_model, tiny_x, tiny_J):
+    assert torch.equal(jacobian(tiny_model, tiny_x), tiny_J)
+    a, b = top_spectrum(tiny_model, tiny_x, k=4, seed=5), top_spectrum(tiny_model, tiny_x, k=4, seed=5)
     assert torch.equal(a.s, b.s) and torch.equal(a.V, b.V)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vitequiv.jacobian import LinearMap, spectrum
+from vitequiv.jacobians import LinearMap, spectrum
 from vitequiv.linearity import linear_region_radius, linearization_profile, null_space_walk
 
 SHAPE = (3, 8, 8)
@@ -21,6 +21,8 @@ def test_linear_map_has_zero_linearisation_error():
     assert (prof.relative_error < 1e-10).all()  # rounding only
     assert prof.radius() == prof.ts[-1].item()
     assert torch.allclose(prof.change, prof.ts * prof.jv_norm, rtol=1e-10)
+    assert prof.change_at(1.0) == pytest.approx(prof.jv_norm, rel=1e-9)  # t = 1 and 10 are measured steps
+    assert prof.change_at(10.0) == pytest.approx(10 * prof.jv_norm, rel=1e-9)
     # J v from a given Jacobian, and a null direction: no change at all, relative error defined as 0
     null = spectrum(f.A, SHAPE).project_null(v)
     prof = linearization_profile(f, x, null, jac=f.A)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vitequiv.jacobian import LinearMap, cast_model, jacobian, spectrum
+from vitequiv.jacobians import LinearMap, cast_model, jacobian, spectrum
 from vitequiv.lipschitz import (
     DEFAULT_EPS, directional_derivative, directional_lipschitz, null_directions, random_directions,
     sampled_lipschitz, sampled_lipschitz_max, top_directions, unit,
@@ -15,16 +15,6 @@ S_TRUE = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64)
 @pytest.fixture(scope="module")
 def linear():
     return LinearMap.with_singular_values(S_TRUE, D=10, input_shape=SHAPE, seed=1)
-
-
-@pytest.fixture(scope="module")
-def x():
-    return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-
-
-@pytest.fixture(scope="module")
-def J(tiny_model, x):
-    return jacobian(tiny_model, x)
 
 
 def test_linear_map_estimates_are_exact_for_every_eps(linear):
@@ -54,30 +44,31 @@ def test_null_and_random_directions_on_linear_map(linear):
     assert exact.max() < S_TRUE[0]  # random directions underestimate s_max
 
 
-def test_float64_converges_to_jv_and_float32_breaks_down(tiny_model, x):
+def test_float64_converges_to_jv_and_float32_breaks_down(tiny_model, tiny_x):
     v = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(5))
-    exact = directional_derivative(tiny_model, x, v, dtype=torch.float64).item()
+    exact = directional_derivative(tiny_model, tiny_x, v, dtype=torch.float64).item()
     eps = [1e-2, 1e-6, 1e-7, 1e-8, 1e-12]
-    L64 = directional_lipschitz(tiny_model, x, v, eps, dtype=torch.float64)
+    L64 = directional_lipschitz(tiny_model, tiny_x, v, eps, dtype=torch.float64)
     assert ((L64[1:4] - exact).abs() / exact).max() < 1e-5
     assert abs(L64[4] - exact) / exact < 1e-2
-    L32 = directional_lipschitz(tiny_model, x, v, eps)
+    L32 = directional_lipschitz(tiny_model, tiny_x, v, eps)
     assert L32.dtype == torch.float32
     assert abs(L32[0] - exact) / exact < 0.05  # still fine at 1e-2 ...
-    assert abs(L32[4] - exact) / exact > 0.5  # ... but x + 1e-12 v rounds: the estimate is 0 or noise
+    assert abs(L32[4] - exact) / exact > 0.5  # ... but tiny_x + 1e-12 v rounds: the estimate is 0 or noise
 
 
-def test_derivative_matches_jacobian_and_cast_leaves_model_alone(tiny_model, x, J):
+def test_derivative_matches_jacobian_and_cast_leaves_model_alone(tiny_model, tiny_x, tiny_J):
     v = unit(torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(6)))
-    assert directional_derivative(tiny_model, x, v).item() == pytest.approx((J @ v.flatten()).norm().item(), rel=1e-4)
+    exact = (tiny_J @ v.flatten()).norm().item()
+    assert directional_derivative(tiny_model, tiny_x, v).item() == pytest.approx(exact, rel=1e-4)
     assert cast_model(tiny_model, torch.float64).mean.dtype == torch.float64
     assert tiny_model.mean.dtype == torch.float32 and next(tiny_model.parameters()).dtype == torch.float32
     plain = LinearMap(torch.ones(2, 3, dtype=torch.float32), (3, 1, 1))
     assert cast_model(plain, torch.float64).A.dtype == torch.float64 and plain.A.dtype == torch.float32
 
 
-def test_sampled_max_is_below_top_singular_value_and_reproducible(tiny_model, x, J):
-    s_max = spectrum(J, x.shape[1:]).s[0].item()
-    a = sampled_lipschitz_max(tiny_model, x, 24, seed=7)
-    assert a == sampled_lipschitz_max(tiny_model, x, 24, seed=7)
+def test_sampled_max_is_below_top_singular_value_and_reproducible(tiny_model, tiny_x, tiny_J):
+    s_max = spectrum(tiny_J, tiny_x.shape[1:]).s[0].item()
+    a = sampled_lipschitz_max(tiny_model, tiny_x, 24, seed=7)
+    assert a == sampled_lipschitz_max(tiny_model, tiny_x, 24, seed=7)
     assert a < s_max

@@ -45,3 +45,13 @@ def test_suite_notebooks_start_with_a_parameters_cell():
         assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell is not tagged"
         for line in "".join(code[0]["source"]).splitlines():
             assert re.fullmatch(r"[A-Z][A-Z0-9_]* = .+  # .+", line), f"{path.name}: parameter line {line!r}"
+
+
+def test_suite_notebooks_state_their_measured_run_time_and_have_no_placeholders():
+    """Writing placeholders (e.g. RUNTIME_DEFAULT) must be replaced by measured numbers before committing."""
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+        leftover = re.findall(r"\b(?:RUNTIME_[A-Z]+|WHAT_THIS_[A-Z_]+|TODO|FIXME)\b", "\n".join(markdown))
+        assert not leftover, f"{path.name}: unfilled placeholders {sorted(set(leftover))}"
+        assert re.search(r"default profile[^.]*\d", markdown[0]), f"{path.name}: first cell lacks the default run time"

@@ -9,7 +9,7 @@ import torch
 
 import vitequiv
 from vitequiv import structure
-from vitequiv.jacobian import LinearMap
+from vitequiv.jacobians import LinearMap
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ from .matching import (
 )
 from .metrics import cosine, l1_255, l2_255, linf_255, psnr, quantize_8bit, ssim
 from .seeding import seed_everything
-from . import jacobian, linearity, lipschitz  # vq.jacobian.jacobian(model, x): the module keeps its name
-from .jacobian import JacobianMemoryError, LinearMap, Spectrum, spectrum, top_spectrum
+from . import jacobians, linearity, lipschitz
+from .jacobians import JacobianMemoryError, LinearMap, Spectrum, jacobian, spectrum, top_spectrum
 from .linearity import LinearityProfile, Walk, linear_region_radius, linearization_profile, null_space_walk
 from .lipschitz import directional_derivative, directional_lipschitz, sampled_lipschitz_max
 from .weights import WeightsUnavailableError

@@ -57,7 +57,8 @@ def image_grid(
     images = [im for im in images]
     ncols = ncols or len(images)
     nrows = -(-len(images) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
+    title_height = 0.45 if titles is not None else 0.0  # room for two-line titles between the rows
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, (size + title_height) * nrows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for i, (ax, image) in enumerate(zip(axes.flat, images)):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from . import metrics
-from .jacobian import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
+from .jacobians import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
 from .lipschitz import embed_many, unit
 
 DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
@@ -51,6 +52,10 @@ class LinearityProfile:
         while last + 1 < len(ok) and ok[last + 1]:
             last += 1
         return float(self.ts[last])
+
+    def change_at(self, t: float) -> float:
+        """||f(x + t v) - f(x)|| at step length t, interpolated linearly in log t between the measured steps."""
+        return float(np.interp(np.log(t), self.ts.log().numpy(), self.change.numpy()))
 
 
 def linearization_profile(

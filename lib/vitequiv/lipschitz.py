@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .jacobian import Spectrum, as_batch, jvp, with_dtype
+from .jacobians import Spectrum, as_batch, jvp, with_dtype
 
 DEFAULT_EPS = torch.logspace(-1, -12, 23, dtype=torch.float64)  # 1e-1 ... 1e-12, half-decade steps
 

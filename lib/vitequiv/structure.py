@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import jacobian as jac
+from . import jacobians as jac
 from . import metrics
 from .lipschitz import directional_lipschitz, random_directions
 from .matching import Adam, StepRule, StopRule, match_embeddings
@@ -148,10 +148,10 @@ def jacobian_measurements(
 ) -> tuple[dict, np.ndarray]:
     """Jacobian structure at one image ``x`` (1, 3, H, W); return (summary dict, singular values).
 
-    ``method="full"``: the whole (D, P) Jacobian (:func:`vitequiv.jacobian.jacobian`, cost about D/chunk
+    ``method="full"``: the whole (D, P) Jacobian (:func:`vitequiv.jacobian`, cost about D/chunk
     backward passes) and its complete spectrum: ``rank`` (numerical, rtol 1e-5), ``null_fraction`` = 1 - rank/P,
     ``entropy_rank`` (Roy & Vetterli effective rank). ``method="topk"``: only the top ``k`` singular triplets,
-    matrix-free (:func:`vitequiv.jacobian.top_spectrum`); rank entries are NaN and ``null_fraction`` is the
+    matrix-free (:func:`vitequiv.top_spectrum`); rank entries are NaN and ``null_fraction`` is the
     dimension-count lower bound 1 - D/P. Both: ``s_max``, ``s_max_rel`` = s_max / ||f(x)|| (relative gain per
     unit pixel step), ``s_ratio_10`` = s_10 / s_1, and for each eps the directional Lipschitz estimates
     ``L_top@eps`` (top right-singular direction) and ``L_rand@eps`` (mean over ``n_random`` random unit

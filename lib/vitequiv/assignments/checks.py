@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..jacobian import RANK_RTOL, LinearMap, as_batch, jacobian, spectrum
+from ..jacobians import RANK_RTOL, LinearMap, as_batch, jacobian, spectrum
 from ..lipschitz import directional_derivative, directional_lipschitz
 from ..matching import PaperGD, StopRule, match_embeddings
 
