@@ -25,6 +25,8 @@ from .figures import write_index
 from .paths import figures_dir, notebooks_dir
 
 KERNEL = "python3"
+# The kernel logs only errors: its start-up warning about unencrypted local TCP would otherwise repeat per notebook.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 @dataclass
@@ -83,6 +85,7 @@ def run_one(notebook: Path, profile: dict, profile_name: str, out_root: Path) ->
         papermill.execute_notebook(
             str(notebook), str(out_dir / notebook.name), parameters=params, kernel_name=KERNEL,
             cwd=str(notebook.parent), progress_bar=sys.stderr.isatty(), log_output=False,
+            extra_arguments=KERNEL_ARGUMENTS,
         )
     except Exception as err:  # papermill raises PapermillExecutionError, or kernel/IO errors: report, go on
         status, error = "failed", f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
