@@ -163,6 +163,8 @@ def test_exact_matching_follows_the_embedding(tiny_model, labelled_images):
     assert np.allclose(result.embedding_cosine, 1, atol=1e-5)
     assert result.matched_proba.shape == (12, 3) and result.matched_images.shape == images.shape
     assert result.summary()["follows_target_prediction"] == 1.0
+    same = result.rescored(knn, embed_batched(tiny_model, images), embed_batched(tiny_model, result.matched_images))
+    assert np.allclose(same.matched_proba, result.matched_proba) and same.systematic_accuracy == 0.0
 
 
 def test_identity_matching_keeps_clean_accuracy(tiny_model, labelled_images):

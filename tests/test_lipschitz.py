@@ -1,11 +1,13 @@
 """Directional Lipschitz estimates: exact on a linear map, converging (float64) or breaking (float32) on a ViT."""
+import math
+
 import pytest
 import torch
 
 from vitequiv.jacobians import LinearMap, cast_model, jacobian, spectrum
 from vitequiv.lipschitz import (
     DEFAULT_EPS, directional_derivative, directional_lipschitz, null_directions, random_directions,
-    sampled_lipschitz, sampled_lipschitz_max, top_directions, unit,
+    breakdown_eps, sampled_lipschitz, sampled_lipschitz_max, top_directions, unit,
 )
 
 SHAPE = (3, 8, 8)
@@ -72,3 +74,11 @@ def test_sampled_max_is_below_top_singular_value_and_reproducible(tiny_model, ti
     a = sampled_lipschitz_max(tiny_model, tiny_x, 24, seed=7)
     assert a == sampled_lipschitz_max(tiny_model, tiny_x, 24, seed=7)
     assert a < s_max
+
+
+def test_breakdown_eps_finds_where_rounding_takes_over():
+    eps = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
+    assert breakdown_eps(eps, [3.5, 2.0, 2.01, 1.99, 0.0], exact=2.0) == 1e-5  # agrees from 1e-2, leaves at 1e-5
+    assert breakdown_eps(eps[::-1], [0.0, 1.99, 2.01, 2.0, 3.5], exact=2.0) == 1e-5  # order of the sweep is irrelevant
+    assert breakdown_eps(eps, [2.0] * 5, exact=2.0) == 0.0  # never leaves
+    assert math.isnan(breakdown_eps(eps, [9.0] * 5, exact=2.0))  # never agrees

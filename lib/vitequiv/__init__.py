@@ -11,7 +11,7 @@ from .downstream import (
     KNN, ClassHead, LabelledSet, LinearProbe, SystematicResult, ZeroShotCLIP, ZeroShotUnavailableError,
     embed_batched, labelled_set, systematic_evaluation,
 )
-from .figures import Output, image_grid, use_style
+from .figures import Output, amplify, image_grid, use_style
 from .images import ImageLoadError, ImageSet, lfw_faces, load_images, view_set
 from .models import EmbeddingModel, UnknownModelError, load_model
 from .matching import (

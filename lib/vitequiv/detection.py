@@ -28,16 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import metrics
+from .lipschitz import embed_many
+from .models import forward_attribute
 
 Transform = Callable[[Tensor], Tensor]
 
 
 # -------------------------------------------------------------------------------------------- noise detector
-
-
-@torch.no_grad()
-def _embed(model, x: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([model.embed(b) for b in x.split(batch_size)]).double()  # (N, D)
 
 
 @torch.no_grad()
@@ -52,7 +49,7 @@ def noise_shift(
     sigma = 0 gives a shift of 0 (up to float rounding).
     """
     gen = torch.Generator(device=images.device).manual_seed(seed)
-    clean = _embed(model, images, batch_size)  # (N, D)
+    clean = embed_many(model, images, batch_size).double()  # (N, D)
     out = np.zeros((len(images), len(sigmas_255)))
     for j, sigma in enumerate(sigmas_255):
         total = torch.zeros(len(images), dtype=torch.float64, device=images.device)
@@ -60,7 +57,7 @@ def noise_shift(
             noise = torch.randn(images.shape, generator=gen, device=images.device, dtype=images.dtype)
             noisy = images + noise * (sigma / metrics.LEVELS)
             noisy = noisy.clamp(0, 1) if clamp and sigma > 0 else noisy
-            total += 1 - F.cosine_similarity(_embed(model, noisy, batch_size), clean, dim=1)
+            total += 1 - F.cosine_similarity(embed_many(model, noisy, batch_size).double(), clean, dim=1)
         out[:, j] = (total / n_draws).cpu().numpy()
     return out
 
@@ -174,12 +171,12 @@ def survival(
     targets = targets.double()
     rows = []
     for name, T in transforms.items():
-        emb = _embed(model, T(matched), batch_size)  # (N, D)
+        emb = embed_many(model, T(matched), batch_size).double()  # (N, D)
         cos_t = F.cosine_similarity(emb, targets, dim=1).cpu().numpy()
         frame = {"transform": name, "pair": np.arange(len(matched)), "cos_target": cos_t,
                  "survives": cos_t >= cos_threshold}
         if sources is not None:
-            cos_s = F.cosine_similarity(emb, _embed(model, T(sources), batch_size), dim=1).cpu().numpy()
+            cos_s = F.cosine_similarity(emb, embed_many(model, T(sources), batch_size).double(), dim=1).cpu().numpy()
             frame |= {"cos_source": cos_s, "follows_target": cos_t > cos_s}
         rows.append(pd.DataFrame(frame))
     return pd.concat(rows, ignore_index=True)
@@ -247,17 +244,6 @@ def default_eot_transforms(jpeg_st: bool = False) -> list[RandomTransform]:
     (and a straight-through JPEG if ``jpeg_st``)."""
     options = [random_noise(8.0), random_resize(0.5), random_crop(0.85), random_blur(1.0)]
     return [random_choice(*options, *([random_jpeg()] if jpeg_st else []))]
-
-
-def forward_attribute(wrapper: nn.Module, name: str):
-    """``nn.Module.__getattr__`` for a wrapper, falling back to its wrapped ``model`` (a module or a plain object)."""
-    try:
-        return nn.Module.__getattr__(wrapper, name)
-    except AttributeError:
-        model = wrapper.__dict__.get("_modules", {}).get("model", wrapper.__dict__.get("model"))
-        if model is None or name == "model":
-            raise
-        return getattr(model, name)
 
 
 class EOTModel(nn.Module):

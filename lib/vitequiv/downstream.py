@@ -11,6 +11,7 @@ as torch tensors on any device or as arrays.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -317,6 +318,13 @@ class SystematicResult:
     @property
     def clean_pred(self) -> np.ndarray:
         return self.clean_proba.argmax(axis=1)  # (N,)
+
+    def rescored(self, downstream: Downstream, clean_emb: Array, matched_emb: Array) -> SystematicResult:
+        """The same matched images judged by another downstream model, from the embeddings (N, D) of the
+        originals and of the matched images: matching once serves every classifier of the same embedding."""
+        return dataclasses.replace(self, clean_proba=downstream.predict_proba(clean_emb),
+                                   matched_proba=downstream.predict_proba(matched_emb),
+                                   class_names=downstream.class_names)
 
     @property
     def matched_pred(self) -> np.ndarray:

@@ -25,7 +25,7 @@ from PIL import Image
 from . import images as img
 from . import metrics
 from .downstream import KNN, embed_batched
-from .figures import to_numpy_image
+from .figures import amplify, to_numpy_image
 from .lipschitz import directional_lipschitz
 from .matching import (
     Adam, Budget, L2Ball, LinfBall, MatchingError, MatchResult, NormalizedGD, PaperGD, SignGD, StepRule,
@@ -138,14 +138,6 @@ class Report:
     result: MatchResult | None = None
     probe: Probe | None = None
     error: str = ""
-
-
-def amplified_perturbation(result: MatchResult) -> tuple[torch.Tensor, float]:
-    """dx scaled so that its largest value fills the grey range: (3, H, W) in [0, 1] around 0.5, and the gain."""
-    delta = result.delta[0]  # (3, H, W)
-    peak = float(delta.abs().max())
-    gain = 0.5 / peak if peak > 0 else 1.0
-    return (0.5 + gain * delta).clamp(0, 1), gain
 
 
 def png_bytes(image: torch.Tensor) -> bytes:
@@ -311,7 +303,7 @@ class ExplorerSession:
         if self.result is None:
             raise RuntimeError("Nothing to show yet: run a match first.")
         result, config = self.result, self.config
-        diff, gain = amplified_perturbation(result)
+        diff, gain = amplify(result.delta[0])  # largest change -> full grey range
         panels = [
             (result.sources[0], f"source: {config.source}"),
             (result.images[0], f"matched after {int(result.steps[0])} steps"),
@@ -460,7 +452,7 @@ class Explorer:
         self._show_images(result)
 
     def _show_images(self, result: MatchResult) -> None:
-        diff, gain = amplified_perturbation(result)
+        diff, gain = amplify(result.delta[0])  # largest change -> full grey range
         shown = {"source": result.sources[0], "matched": result.images[0], "perturbation": diff,
                  "target": self.session.target[0]}
         for key, image in shown.items():

@@ -46,6 +46,20 @@ def to_numpy_image(image: torch.Tensor) -> np.ndarray:
     return image.detach().reshape(-1, *image.shape[-2:]).permute(1, 2, 0).clamp(0, 1).cpu().numpy()
 
 
+def amplify(
+    delta: torch.Tensor, gain: float | None = None, *, quantile: float = 1.0, fill: float = 0.5,
+) -> tuple[torch.Tensor, float]:
+    """A perturbation (..., 3, H, W) made visible: 0.5 + gain * delta, clamped to [0, 1], and the gain used.
+
+    ``gain`` None picks it so that the ``quantile`` of |delta| lands ``fill`` away from mid-grey, rounded to two
+    significant digits so that a figure title can quote it.
+    """
+    if gain is None:
+        size = torch.quantile(delta.detach().abs().flatten().float().cpu(), quantile).item()
+        gain = float(f"{fill / max(size, 1 / 255 / 8):.2g}")  # the floor keeps an all-zero delta finite
+    return (0.5 + gain * delta).clamp(0, 1), gain
+
+
 def image_grid(
     images: torch.Tensor | Sequence[torch.Tensor],
     titles: Sequence[str] | None = None,

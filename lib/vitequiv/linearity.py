@@ -16,7 +16,7 @@ from torch import Tensor
 
 from . import metrics
 from .jacobians import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
-from .lipschitz import embed_many, unit
+from .lipschitz import changes_along, unit
 
 DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
 
@@ -69,11 +69,9 @@ def linearization_profile(
     """
     model, x = with_dtype(model, as_batch(x), dtype)
     ts = torch.as_tensor(DEFAULT_TS if ts is None else ts, dtype=x.dtype, device=x.device).sort().values  # (T,)
-    v = unit(v.to(x.dtype)).reshape(x.shape)
-    jv = jvp(model, x, v[0]) if jac is None else jac.to(x.dtype) @ v.flatten()  # (D,)
-    xs = torch.cat([x, x + ts.view(-1, 1, 1, 1) * v])  # (1 + T, 3, H, W)
-    out = embed_many(model, xs, batch_size)  # (1 + T, D)
-    delta = out[1:] - out[:1]  # (T, D)
+    v = unit(v.to(x.dtype)).reshape(x.shape[1:])  # (3, H, W)
+    jv = jvp(model, x, v) if jac is None else jac.to(x.dtype) @ v.flatten()  # (D,)
+    delta = changes_along(model, x, v, ts, batch_size)  # (T, D)
     error = (delta - ts[:, None] * jv).norm(dim=1)
     return LinearityProfile(ts.cpu(), delta.norm(dim=1).cpu(), error.cpu(), float(jv.norm()))
 

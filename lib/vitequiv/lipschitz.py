@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -46,10 +47,32 @@ def directional_lipschitz(
     """
     model, x = with_dtype(model, as_batch(x), dtype)
     eps = torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device)  # (E,)
+    return changes_along(model, x, v, eps, batch_size).norm(dim=1) / eps
+
+
+def changes_along(model, x: Tensor, v: Tensor, ts: Tensor, batch_size: int = 32) -> Tensor:
+    """f(x + t v / ||v||) - f(x) for each step length t in ``ts`` (T,): (T, D), one batched pass with x itself.
+
+    x (1, 3, H, W) and ``ts`` in the computation dtype; no clamping to [0, 1] (this probes f, not images).
+    """
     v = unit(v.to(x.dtype)).reshape(x.shape)
-    xs = torch.cat([x, x + eps.view(-1, 1, 1, 1) * v])  # (1 + E, 3, H, W)
-    out = embed_many(model, xs, batch_size)  # (1 + E, D)
-    return (out[1:] - out[:1]).norm(dim=1) / eps
+    out = embed_many(model, torch.cat([x, x + ts.view(-1, 1, 1, 1) * v]), batch_size)  # (1 + T, D)
+    return out[1:] - out[:1]
+
+
+def breakdown_eps(eps: Sequence[float], L: Sequence[float], exact: float, tol: float = 0.1) -> float:
+    """Where rounding takes over: scanning eps downward, the first eps at which L leaves ``exact`` (= ||J v||) by
+    more than ``tol`` (relative) after having agreed with it. NaN if L never comes within ``tol``; 0.0 if, once
+    there, it never leaves within the sweep.
+    """
+    eps, L = np.asarray(eps, dtype=float), np.asarray(L, dtype=float)
+    order = np.argsort(-eps)  # descending eps
+    rel = np.abs(L[order] - exact) / exact
+    good = np.flatnonzero(rel <= tol)
+    if len(good) == 0:
+        return float("nan")
+    bad = np.flatnonzero((rel > tol) & (np.arange(len(rel)) > good[0]))
+    return float(eps[order][bad[0]]) if len(bad) else 0.0
 
 
 def directional_derivative(model, x: Tensor, v: Tensor, *, dtype: torch.dtype | None = None) -> Tensor:

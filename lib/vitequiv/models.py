@@ -77,6 +77,17 @@ class EmbeddingModel(nn.Module):
         return f"EmbeddingModel(name={self.name!r}, input_size={self.input_size}, embed_dim={self.embed_dim}, device={self.device})"
 
 
+def forward_attribute(wrapper: nn.Module, name: str):
+    """``nn.Module.__getattr__`` for a wrapper, falling back to its wrapped ``model`` (a module or a plain object)."""
+    try:
+        return nn.Module.__getattr__(wrapper, name)
+    except AttributeError:
+        model = wrapper.__dict__.get("_modules", {}).get("model", wrapper.__dict__.get("model"))
+        if model is None or name == "model":
+            raise
+        return getattr(model, name)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

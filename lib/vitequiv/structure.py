@@ -26,8 +26,9 @@ from torch import Tensor, nn
 
 from . import jacobians as jac
 from . import metrics
-from .lipschitz import directional_lipschitz, random_directions
+from .lipschitz import directional_lipschitz, random_directions, sampled_lipschitz
 from .matching import Adam, StepRule, StopRule, match_embeddings
+from .models import forward_attribute
 
 
 # ------------------------------------------------------------------------------------------ per-block model
@@ -55,8 +56,6 @@ class BlockEmbedding(nn.Module):
         self.embed_dim = model.backbone.num_features
 
     def __getattr__(self, name: str):  # mean, std, device, input_size of the wrapped model
-        from .detection import forward_attribute
-
         return forward_attribute(self, name)
 
     def embed(self, x: Tensor) -> Tensor:
@@ -183,7 +182,7 @@ def jacobian_measurements(
     eps = [float(e) for e in eps]
     lmodel, lx = jac.with_dtype(model, x, lipschitz_dtype)
     top_l = directional_lipschitz(lmodel, lx, top, eps).double().cpu().numpy()  # (E,)
-    rand_l = np.mean([directional_lipschitz(lmodel, lx, r, eps).double().cpu().numpy() for r in rand], axis=0)  # (E,)
+    rand_l = [float(sampled_lipschitz(lmodel, lx, rand, e).mean()) for e in eps]  # (E,): mean over the directions
     del lmodel
     for e, lt, lr in zip(eps, top_l, rand_l):
         row |= {f"L_top@{e:g}": float(lt), f"L_rand@{e:g}": float(lr), f"L_ratio@{e:g}": float(lt / lr)}
