@@ -25,14 +25,14 @@ def test_awkward_files_are_handled(tmp_path):
     rgba = np.zeros((40, 60, 4), np.uint8)
     rgba[..., 0] = 255  # red, but fully transparent: composited on white
     Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
-    Image.fromarray(np.full((3, 3), 10, np.uint8), "L").save(tmp_path / "tiny_grey.png")
+    Image.fromarray(np.full((3, 3), 10, np.uint8), "L").save(tmp_path / "tiny_gray.png")
     Image.fromarray(np.zeros((3000, 200, 3), np.uint8)).save(tmp_path / "tall.jpg")
     loaded = images.load_images(folder=tmp_path, size=32)
-    assert loaded.names == ["clear", "deep", "tall", "tiny_grey"]
+    assert loaded.names == ["clear", "deep", "tall", "tiny_gray"]
     assert loaded.images.shape == (4, 3, 32, 32)
     torch.testing.assert_close(loaded["clear"], torch.ones(1, 3, 32, 32))
     assert 0.1 < loaded["deep"].mean() < 0.9  # 16-bit scaled by 65535, not clipped to white
-    torch.testing.assert_close(loaded["tiny_grey"], torch.full((1, 3, 32, 32), 10 / 255))
+    torch.testing.assert_close(loaded["tiny_gray"], torch.full((1, 3, 32, 32), 10 / 255))
 
 
 def test_missing_and_broken_files_are_named(tmp_path):
@@ -47,13 +47,21 @@ def test_missing_and_broken_files_are_named(tmp_path):
         images.load_images(folder=empty)
 
 
-def test_view_set_is_labelled_and_seeded():
+def test_unknown_names_in_a_set_list_the_known_ones():
+    photos = images.load_images(["cat", "coffee"], size=16)
+    with pytest.raises(KeyError, match="cat, coffee"):
+        photos["dog"]
+    with pytest.raises(KeyError, match="'dog'"):
+        photos.subset(["dog"])
+
+
+def test_view_set_is_labeled_and_seeded():
     a, labels, names = images.view_set(["cat", "coffee"], views_per_image=3, size=32, seed=1)
     b, _, _ = images.view_set(["cat", "coffee"], views_per_image=3, size=32, seed=1)
     assert a.shape == (6, 3, 32, 32) and labels.tolist() == [0, 0, 0, 1, 1, 1] and names == ["cat", "coffee"]
     assert torch.equal(a, b)
 
 
-def test_lfw_faces_are_labelled():
+def test_lfw_faces_are_labeled():
     faces, labels, names = images.lfw_faces(size=32)
     assert faces.shape == (200, 3, 32, 32) and labels.sum() == 100 and names[1] == "face"
