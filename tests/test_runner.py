@@ -1,13 +1,28 @@
-"""The headless runner: profiles, parameter selection, failure handling and the figure index."""
+"""The headless runner: profiles, parameter selection, checks at the door, failure handling and the index."""
 import json
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from vitequiv import figures, runner
+from vitequiv import runner
+
+# A tiny fake repository: 01 makes a figure, a table and a claim through vq.Output; 02 fails; 03 writes a file
+# into its output folder without vitequiv (a fast kernel), leaves its pid in notebooks/kernel.pid, then sleeps.
+GOOD = ("import vitequiv as vq, matplotlib.pyplot as plt, pandas as pd\n"
+        "out = vq.Output('01_good', globals())\nfig, ax = plt.subplots(); ax.plot([X, X])\n"
+        "out.figure(fig, 'line', 'a line at X')\nout.table(pd.DataFrame({'x': [X]}), 'values', 'the value of X')\n"
+        "out.claim('X is three', 'none', f'X={X}', vq.figures.verdict(X == 3, False))")
+SLEEPER = ("import os, pathlib, time\n"
+           "folder = pathlib.Path(os.environ.get('VITEQUIV_FIGURES', 'unset')) / '03_sleep'\n"
+           "folder.mkdir(parents=True, exist_ok=True)\n(folder / 'new.png').write_text(f'SLEEP={SLEEP}')\n"
+           "pathlib.Path('kernel.pid').write_text(str(os.getpid()))\ntime.sleep(SLEEP)\n"
+           "(folder / 'new.pdf').write_text('after the sleep')")
+PROFILE = "defaults:\n  X: 2\nnotebooks:\n  01_good:\n    X: 3\n"
+SLOW_PROFILE = "defaults:\n  X: 2\nnotebooks:\n  03_sleep:\n    SLEEP: 60\n"
 
 
-def _notebook(path, body: str, params: str = "X = 1  # a parameter") -> None:
+def make_notebook(path: Path, body: str, params: str = "X = 1  # a parameter") -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     cell = nbformat.v4.new_code_cell(params)
@@ -16,60 +31,166 @@ def _notebook(path, body: str, params: str = "X = 1  # a parameter") -> None:
     nbformat.write(nb, path)
 
 
+def make_suite(root: Path) -> Path:
+    """The fake repository under ``root`` (a checkout: pyproject.toml, notebooks/, lib/vitequiv/)."""
+    (root / "notebooks" / "profiles").mkdir(parents=True)
+    (root / "lib" / "vitequiv").mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    (root / "notebooks" / "profiles" / "tiny.yaml").write_text(PROFILE)
+    (root / "notebooks" / "profiles" / "slow.yaml").write_text(SLOW_PROFILE)
+    make_notebook(root / "notebooks" / "01_good.ipynb", GOOD, "X = 1  # a parameter\nMODEL = 'a'  # another")
+    make_notebook(root / "notebooks" / "02_bad.ipynb", "raise RuntimeError('boom')")
+    make_notebook(root / "notebooks" / "03_sleep.ipynb", SLEEPER, "SLEEP = 0  # seconds")
+    return root
+
+
 @pytest.fixture
 def suite(tmp_path, monkeypatch):
-    """A fake repository with two notebooks (one failing) and a profile."""
-    (tmp_path / "notebooks" / "profiles").mkdir(parents=True)
-    (tmp_path / "pyproject.toml").write_text("")
     monkeypatch.setenv("VITEQUIV_ROOT", str(tmp_path))
-    (tmp_path / "notebooks" / "profiles" / "tiny.yaml").write_text(
-        "defaults:\n  X: 2\n  UNUSED: 5\nnotebooks:\n  01_good:\n    X: 3\n")
-    _notebook(tmp_path / "notebooks" / "01_good.ipynb",
-              "import vitequiv as vq, matplotlib.pyplot as plt\n"
-              "out = vq.figures.Output('01_good')\nfig, ax = plt.subplots(); ax.plot([X, X])\n"
-              "out.figure(fig, 'line', 'a line at X')\nout.claim('X is three', 'none', f'X={X}', 'holds')")
-    _notebook(tmp_path / "notebooks" / "02_bad.ipynb", "raise RuntimeError('boom')")
-    return tmp_path
+    return make_suite(tmp_path)
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 def test_parameters_are_filtered_to_what_a_notebook_declares(suite):
     profile = runner.load_profile("tiny")
-    params = runner.parameters_for(suite / "notebooks" / "01_good.ipynb", profile, "tiny")
-    assert params == {"X": 3}
+    assert runner.parameters_for(suite / "notebooks" / "01_good.ipynb", profile, "tiny") == {"X": 3}
+    assert runner.parameters_for(suite / "notebooks" / "03_sleep.ipynb", profile, "tiny") == {}
 
 
 def test_suite_keeps_going_past_a_failure_and_writes_the_index(suite, capsys):
     out = suite / "out"
-    code = runner.main(["--profile", "tiny", "--output-dir", str(out)])
-    assert code == 1
+    code = runner.main(["--profile", "tiny", "--output-dir", str(out), "01", "02"])
+    assert code == runner.EXIT_FAILED
     printed = capsys.readouterr().out
     assert "01_good" in printed and "02_bad" in printed and "failed" in printed and "boom" in printed
     assert (out / "01_good" / "line.png").exists() and (out / "01_good" / "line.pdf").exists()
     assert (out / "01_good" / "01_good.ipynb").exists() and (out / "02_bad" / "02_bad.ipynb").exists()
-    index = (out / "README.md").read_text()
-    assert "line.png" in index and "a line at X" in index and "| X is three | none | X=3 | **holds** |" in index
+    nbformat.validate(nbformat.read(out / "01_good" / "01_good.ipynb", as_version=4))
+    assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+
+    manifest = json.loads((out / "01_good" / "manifest.json").read_text())
+    assert manifest["profile"] == "tiny" and manifest["parameters"]["X"] == 3 and manifest["parameters"]["MODEL"] == "a"
+    assert manifest["run"]["status"] == "ok" and manifest["run"]["parameters"] == {"X": 3}
+    assert manifest["vitequiv_version"] and manifest["library_versions"]["torch"]
+    assert json.loads((out / "02_bad" / "manifest.json").read_text())["run"]["status"] == "failed"
+
+    readme = (out / "README.md").read_text()
+    assert "## 01_good (ok)" in readme and "## 02_bad (failed)" in readme and "boom" in readme
+    assert "line.png" in readme and "a line at X" in readme and "values.md" in readme
+    assert "| X is three | none | X=3 | **holds** | 01_good | ok, profile tiny |" in readme
+    assert "`X=3`" in readme and "vitequiv 0.1.0" in readme
+
+    index = {e["notebook"]: e for e in json.loads((out / "index.json").read_text())["notebooks"]}
+    good = index["01_good"]
+    assert good["status"] == "ok" and good["outputs_from_last_run"] and good["profile"] == "tiny"
+    assert good["seconds"] > 0 and good["started"] <= good["finished"] and good["parameters"]["X"] == 3
+    assert good["figures"] == [{"name": "line", "caption": "a line at X", "files": ["line.png", "line.pdf"]}]
+    assert good["tables"][0]["files"] == ["values.csv", "values.md"]
+    assert good["claims"] == [{"claim": "X is three", "paper": "none", "ours": "X=3", "verdict": "holds"}]
+    assert good["notebook_file"] == "01_good.ipynb" and good["library_versions"]["torch"]
+    assert index["02_bad"]["status"] == "failed" and "boom" in index["02_bad"]["error"]
 
 
-def test_selection_and_unknown_profile(suite):
+def _bad_yaml(suite):
+    (suite / "notebooks" / "profiles" / "tiny.yaml").write_text("defaults:\n  X: 2\n  MODEL: [a, b\nnotebooks: {}\n")
+
+
+def _duplicate_key(suite):
+    (suite / "notebooks" / "profiles" / "tiny.yaml").write_text("defaults:\n  X: 2\n  X: 3\n")
+
+
+def _profile(text):
+    return lambda suite: (suite / "notebooks" / "profiles" / "tiny.yaml").write_text(text)
+
+
+def _other_checkout_notebook(suite):
+    make_suite(suite / "elsewhere")
+
+
+# (case, how to break the suite, command line, error type, fragments the message must hold)
+DOOR_ERRORS = [
+    ("YAML error", _bad_yaml, ["--profile", "tiny"], runner.ProfileError, ["tiny.yaml", "line 4, column 1"]),
+    ("duplicate key", _duplicate_key, ["--profile", "tiny"], runner.ProfileError, ["tiny.yaml", "line 3", "'X'"]),
+    ("misspelt default", _profile("defaults:\n  MODLE: b\n"), ["--profile", "tiny"], runner.ProfileError,
+     ["defaults.MODLE is declared by no notebook", "did you mean MODEL?", "notebooks declare: MODEL, SLEEP, X"]),
+    ("undeclared per-notebook key", _profile("notebooks:\n  02_bad:\n    MODEL: b\n"), ["--profile", "tiny"],
+     runner.ProfileError, ["notebooks.02_bad.MODEL is not a parameter of 02_bad", "it declares: X"]),
+    ("section naming no notebook", _profile("notebooks:\n  01_goood:\n    X: 1\n"), ["--profile", "tiny"],
+     runner.ProfileError, ["notebooks.01_goood names no notebook", "did you mean 01_good?"]),
+    ("unselected notebook's section still checked", _profile("notebooks:\n  03_sleep:\n    SLEPE: 1\n"),
+     ["--profile", "tiny", "01"], runner.ProfileError, ["notebooks.03_sleep.SLEPE", "it declares: SLEEP"]),
+    ("PROFILE in a profile", _profile("defaults:\n  PROFILE: x\n"), ["--profile", "tiny"], runner.ProfileError,
+     ["defaults.PROFILE", "set by the runner"]),
+    ("top-level typo", _profile("default:\n  X: 1\n"), ["--profile", "tiny"], runner.ProfileError,
+     ["unknown top-level key 'default'", "did you mean defaults?"]),
+    ("not a mapping", _profile("- X\n"), ["--profile", "tiny"], runner.ProfileError, ["tiny.yaml", "got a list"]),
+    ("unknown profile", None, ["--profile", "nope"], runner.ProfileError, ["no profile 'nope'", "slow, tiny"]),
+    ("reserved profile", None, ["--profile", "interactive"], runner.ProfileError, ["'interactive' is reserved"]),
+    ("profile path", None, ["--profile", "../tiny"], runner.ProfileError, ["--profile '../tiny'"]),
+    ("selection matching nothing beside one that matches", None, ["--profile", "tiny", "01", "09"],
+     runner.SelectionError, ["'09' matches no notebook", "01_good, 02_bad, 03_sleep"]),
+    ("empty selection item", None, ["--profile", "tiny", ""], runner.SelectionError, ["'' is empty"]),
+    ("another checkout's notebook", _other_checkout_notebook,
+     ["--profile", "tiny", "elsewhere/notebooks/01_good.ipynb"], runner.SelectionError,
+     ["not a notebook of this checkout"]),
+]
+
+
+@pytest.mark.parametrize("case, breaks, argv, error, fragments", DOOR_ERRORS, ids=[c[0] for c in DOOR_ERRORS])
+def test_bad_profiles_and_selections_stop_before_anything_runs(suite, monkeypatch, capsys, case, breaks, argv, error,
+                                                               fragments):
+    monkeypatch.chdir(suite)
+    if breaks:
+        breaks(suite)
+    out = suite / "out"
+    with pytest.raises(error) as caught:
+        runner.run_suite(argv[2:], argv[1], out)
+    assert all(f in str(caught.value) for f in fragments), str(caught.value)
+    assert runner.main([*argv, "--output-dir", str(out)]) == runner.EXIT_USAGE
+    printed = capsys.readouterr().err
+    assert all(f in printed for f in fragments), printed
+    assert not out.exists() and not (suite / "figures").exists()  # nothing written, not even the folder
+    assert not (suite / "notebooks" / "kernel.pid").exists()  # nothing ran
+
+
+def test_output_dir_that_is_a_file_is_refused(suite, capsys):
+    (suite / "out").write_text("a file")
+    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out")]) == runner.EXIT_USAGE
+    assert f"--output-dir {suite / 'out'}: exists and is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content, fragments", [
+    ('{"cells": [', ["02_bad.ipynb", "line 1, column 12", "not valid JSON"]),
+    ('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "extra": 1}',
+     ["02_bad.ipynb", "not a valid notebook"]),
+], ids=["truncated JSON", "schema"])
+def test_a_malformed_notebook_fails_with_its_line_and_the_others_run(suite, capsys, content, fragments):
+    out = suite / "out"
+    (out / "02_bad").mkdir(parents=True)
+    (out / "02_bad" / "kept.png").write_text("published earlier")
+    (suite / "notebooks" / "02_bad.ipynb").write_text(content)
+    code = runner.main(["--profile", "tiny", "--output-dir", str(out), "02", "03"])
+    assert code == runner.EXIT_FAILED
+    printed = capsys.readouterr().out
+    assert all(f in printed for f in fragments)
+    assert (out / "03_sleep" / "new.pdf").exists()  # the valid notebook ran
+    assert files_under(out / "02_bad") == ["kept.png"]  # an invalid notebook publishes nothing
+    index = {e["notebook"]: e for e in json.loads((out / "index.json").read_text())["notebooks"]}
+    assert index["02_bad"]["status"] == "failed" and not index["02_bad"]["outputs_from_last_run"]
+    assert index["03_sleep"]["status"] == "ok"
+
+
+def test_an_unselected_malformed_notebook_only_warns(suite, capsys):
+    (suite / "notebooks" / "02_bad.ipynb").write_text("{")
+    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), "03"]) == runner.EXIT_OK
+    assert "warning: notebook" in capsys.readouterr().err
+
+
+def test_selection_and_listing(suite, capsys):
     assert [p.stem for p in runner.discover(["02"])] == ["02_bad"]
-    with pytest.raises(SystemExit, match="no profile"):
-        runner.load_profile("nope")
-
-
-def test_output_writes_atomically(tmp_path, monkeypatch):
-    out = figures.Output("nb", root=tmp_path)
-
-    class Broken:
-        def savefig(self, path, format):
-            open(path, "w").write("half")
-            raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        out.figure(Broken(), "fig", "never written")
-    assert [p.name for p in tmp_path.iterdir()] == []
-    with pytest.raises(ValueError, match="verdict"):
-        out.claim("c", "p", "o", "maybe")
-    import pandas as pd
-    out.table(pd.DataFrame({"a": [1.23456, 2.0]}), "tab", "a table")
-    assert (tmp_path / "tab.csv").read_text().startswith("a\n1.23456")
-    assert json.loads((tmp_path / "manifest.json").read_text())["tables"]["tab"]["caption"] == "a table"
+    assert [p.stem for p in runner.discover(["02_bad.ipynb", "0"])] == ["01_good", "02_bad", "03_sleep"]
+    assert runner.main(["--list"]) == 0
+    assert "01_good, 02_bad, 03_sleep" in capsys.readouterr().out

@@ -1,0 +1,202 @@
+"""Published results stay published: where vq.Output writes, what its manifest records, and its small helpers."""
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_runner import files_under, make_suite
+
+import vitequiv
+from vitequiv import figures, paths
+
+INSTALLED = Path(vitequiv.__file__).resolve().parents[2]  # the checkout the package is installed from
+RUN_VARIABLES = ("VITEQUIV_ROOT", "VITEQUIV_FIGURES", "VITEQUIV_RUN", "VITEQUIV_PROFILE", "VITEQUIV_NOTEBOOK")
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A second checkout (pyproject.toml, notebooks/, lib/vitequiv/) with a published 01_good, the kernel's
+    working directory in its notebooks/ folder, and no vitequiv variable set: an interactive session."""
+    root = make_suite(tmp_path / "clone")
+    published = root / "figures" / "01_good"
+    published.mkdir(parents=True)
+    (published / "line.png").write_text("published by the runner")
+    manifest = {"notebook": "01_good", "figures": {}, "tables": {}, "claims": {}}
+    (published / "manifest.json").write_text(json.dumps(manifest))
+    for name in RUN_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(root / "notebooks")
+    return root
+
+
+def line_figure():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    return fig
+
+
+def test_an_interactive_output_writes_to_the_scratch_folder_of_its_own_checkout(checkout, capsys):
+    published = checkout / "figures" / "01_good"
+    before = {f: (published / f).read_bytes() for f in files_under(published)}
+    out = figures.Output("01_good", {"PROFILE": "interactive", "X": 1})
+    scratch = checkout / "figures" / "_scratch" / "01_good"
+    assert out.dir == scratch and f"writes to {scratch}" in capsys.readouterr().out
+    out.figure(line_figure(), "line", "a line")
+    assert files_under(scratch) == ["line.pdf", "line.png", "manifest.json"]
+    again = figures.Output("01_good", {})  # a new session starts a clean scratch folder
+    assert again.profile == "interactive" and files_under(scratch) == ["manifest.json"]
+    assert {f: (published / f).read_bytes() for f in files_under(published)} == before
+    index = figures.collect_index(checkout / "figures")
+    assert [e["notebook"] for e in index["notebooks"]] == ["01_good"]  # _scratch is no notebook
+    assert index["notebooks"][0]["status"] == "ad hoc"
+
+
+def test_a_bare_papermill_run_writes_to_scratch_and_never_into_the_installed_checkout(checkout):
+    import papermill
+
+    start = time.time()
+    executed = checkout / "executed.ipynb"
+    papermill.execute_notebook(str(checkout / "notebooks" / "01_good.ipynb"), str(executed), parameters={"X": 3},
+                               kernel_name="python3", cwd=str(checkout / "notebooks"), progress_bar=False)
+    scratch = checkout / "figures" / "_scratch" / "01_good"
+    assert files_under(scratch) == ["line.pdf", "line.png", "manifest.json", "values.csv", "values.md"]
+    manifest = json.loads((scratch / "manifest.json").read_text())
+    assert manifest["profile"] == "interactive" and manifest["run_id"] is None and manifest["parameters"]["X"] == 3
+    assert (checkout / "figures" / "01_good" / "line.png").read_text() == "published by the runner"
+    assert f"writes to {scratch}" in executed.read_text()
+    installed = INSTALLED / "figures" / "_scratch" / "01_good"
+    assert not any(p.stat().st_mtime >= start for p in installed.rglob("*")), "wrote into the installed checkout"
+
+
+def test_an_explicit_folder_is_honoured(checkout, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("VITEQUIV_FIGURES", str(tmp_path / "mine"))
+    out = figures.Output("01_good", {"PROFILE": "default"})
+    assert out.dir == tmp_path / "mine" / "01_good" and "VITEQUIV_FIGURES is set" in capsys.readouterr().out
+    assert figures.Output("01_good", root=tmp_path / "there").dir == tmp_path / "there"
+
+
+# (working directory relative to the fake checkout, VITEQUIV_ROOT, expected root: "clone" or "installed")
+ROOTS = [
+    ("notebooks", None, "clone"),
+    ("notebooks/profiles", None, "clone"),
+    (".", None, "clone"),
+    ("..", None, "installed"),  # outside any checkout
+    ("../half", None, "installed"),  # pyproject.toml and notebooks/ without lib/vitequiv/ are no checkout
+    ("notebooks", "override", "override"),
+]
+
+
+@pytest.mark.parametrize("cwd, override, expected", ROOTS, ids=[f"{c}-{o}" for c, o, _ in ROOTS])
+def test_the_repository_root_is_the_working_directorys_checkout(checkout, monkeypatch, tmp_path, cwd, override,
+                                                                expected):
+    (tmp_path / "half" / "notebooks").mkdir(parents=True)
+    (tmp_path / "half" / "pyproject.toml").write_text("")
+    monkeypatch.chdir(checkout / cwd)
+    if override:
+        monkeypatch.setenv("VITEQUIV_ROOT", str(tmp_path / override))
+    want = {"clone": checkout, "installed": INSTALLED, "override": tmp_path / "override"}[expected]
+    assert paths.repo_root() == want.resolve()
+
+
+def test_the_manifest_records_profile_parameters_and_versions(tmp_path):
+    namespace = {"PROFILE": "default", "N_PAIRS": 3, "PAIRS": ["cat->rocket"], "OPTIONS": {"a": None},
+                 "lower": 1, "_HIDDEN": 2, "TENSOR": torch.zeros(2), "NAN": float("nan"), "In": ["..."]}
+    out = figures.Output("01_x", namespace, root=tmp_path)
+    namespace["PAIRS"].append("later")  # the record is a copy
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["parameters"] == {"PROFILE": "default", "N_PAIRS": 3, "PAIRS": ["cat->rocket"],
+                                      "OPTIONS": {"a": None}}
+    assert manifest["profile"] == "default" and manifest["vitequiv_version"] == vitequiv.__version__
+    assert manifest["library_versions"] == vitequiv.library_versions()
+    assert out.science_checks
+
+
+@pytest.mark.parametrize("namespace, profile, checks", [
+    ({"PROFILE": "smoke"}, "smoke", False), ({"PROFILE": "default"}, "default", True),
+    ({"PROFILE": "full"}, "full", True), ({}, "interactive", True), (None, "interactive", True),
+])
+def test_science_checks_run_under_every_profile_but_smoke(tmp_path, namespace, profile, checks):
+    out = figures.Output("nb", namespace, root=tmp_path)
+    assert (out.profile, out.science_checks) == (profile, checks)
+
+
+def test_the_runners_profile_reaches_an_output_without_a_namespace(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITEQUIV_PROFILE", "smoke")
+    assert not figures.Output("nb", root=tmp_path).science_checks
+
+
+def test_under_the_runner_an_output_must_carry_its_notebooks_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("VITEQUIV_RUN", "r1")
+    monkeypatch.setenv("VITEQUIV_NOTEBOOK", "01_good")
+    monkeypatch.setenv("VITEQUIV_FIGURES", str(tmp_path))
+    with pytest.raises(ValueError, match=r"Output\('other'\) in notebook '01_good'.*Output\('01_good', globals\(\)\)"):
+        figures.Output("other")
+    assert files_under(tmp_path) == []
+    out = figures.Output("01_good")
+    assert out.dir == tmp_path / "01_good" and out.run_id == "r1"
+
+
+@pytest.mark.parametrize("args, error, fragment", [
+    (("../01_x",), ValueError, "notebook='../01_x'"),
+    (("",), ValueError, "notebook=''"),
+    (("nb", ["PROFILE"]), TypeError, "expected the notebook's globals(), got list"),
+])
+def test_bad_output_arguments(tmp_path, monkeypatch, args, error, fragment):
+    monkeypatch.setenv("VITEQUIV_FIGURES", str(tmp_path))
+    with pytest.raises(error) as caught:
+        figures.Output(*args)
+    assert fragment in str(caught.value) and files_under(tmp_path) == []
+
+
+@pytest.mark.parametrize("holds, partly, expected", [
+    (True, False, "holds"), (True, True, "holds"), (False, True, "partly"), (False, False, "not"),
+    (np.float64(1.0) > 0, np.float64(0.0) > 0, "holds"),  # numpy's bools count
+])
+def test_verdict(holds, partly, expected):
+    assert figures.verdict(holds, partly) == expected
+
+
+@pytest.mark.parametrize("holds, partly, fragment", [("yes", False, "holds=...) must be a bool, got str 'yes'"),
+                                                     (True, None, "partly=...) must be a bool, got NoneType")])
+def test_verdict_wants_bools(holds, partly, fragment):
+    with pytest.raises(TypeError) as caught:
+        figures.verdict(holds, partly)
+    assert fragment in str(caught.value)
+
+
+def test_claims_table(tmp_path):
+    out = figures.Output("nb", root=tmp_path)
+    assert list(out.claims_table().columns) == ["claim", "paper", "ours", "verdict"] and out.claims_table().empty
+    out.claim("first", "paper says", "we see", "holds")
+    out.claim("second", "p", "o", figures.verdict(False, True))
+    expected = pd.DataFrame({"claim": ["first", "second"], "paper": ["paper says", "p"], "ours": ["we see", "o"],
+                             "verdict": ["holds", "partly"]})
+    pd.testing.assert_frame_equal(out.claims_table(), expected)
+
+
+def test_output_writes_atomically_and_clears_stale_parts(tmp_path):
+    stale = tmp_path / ".fig.999999999-abcdefgh.png.part"  # left by a writer that was killed
+    tmp_path.mkdir(exist_ok=True)
+    stale.write_text("half")
+    out = figures.Output("nb", root=tmp_path)
+    assert not stale.exists()
+
+    class Broken:
+        def savefig(self, path, format):
+            open(path, "w").write("half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        out.figure(Broken(), "fig", "never written")
+    assert files_under(tmp_path) == ["manifest.json"]
+    assert json.loads((tmp_path / "manifest.json").read_text())["figures"] == {}
+    with pytest.raises(ValueError, match="verdict"):
+        out.claim("c", "p", "o", "maybe")
+    out.table(pd.DataFrame({"a": [1.23456, 2.0]}), "tab", "a table")
+    assert (tmp_path / "tab.csv").read_text().startswith("a\n1.23456")
+    assert json.loads((tmp_path / "manifest.json").read_text())["tables"]["tab"]["caption"] == "a table"
