@@ -42,7 +42,7 @@ vjp(model, x, torch.ones(384))  # the model's own working memory: one forward + 
 jacobian(LinearMap(torch.ones(2, 3), (3, 1, 1)), torch.zeros(1, 3, 1, 1))  # load vmap's code paths
 base = status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # VmHWM := current RSS
-J = jacobian(model, x, chunk_size=chunk)
+J = jacobian(model, x, batch_size=chunk)
 print(status("VmHWM") - base, J.numel() * J.element_size())
 """
 
@@ -72,8 +72,8 @@ def main() -> list[Row]:
         return J
 
     fns = {
-        "ours": lambda: jacobian(model, x, chunk_size=CHUNK),
-        "full+svd": lambda: spectrum(jacobian(model, x, chunk_size=CHUNK), x.shape[1:]),
+        "ours": lambda: jacobian(model, x, batch_size=CHUNK),
+        "full+svd": lambda: spectrum(jacobian(model, x, batch_size=CHUNK), x.shape[1:]),
         "separate": separate_backwards,
         "autograd": lambda: torch.autograd.functional.jacobian(f, x),
         "top": lambda: top_spectrum(model, x, K),
@@ -85,7 +85,7 @@ def main() -> list[Row]:
         for name, fn in fns.items():
             best[name] = min(best[name], best_time(fn, repeats=1, warmup=0))
 
-    full = spectrum(jacobian(model, x, chunk_size=CHUNK), x.shape[1:])
+    full = spectrum(jacobian(model, x, batch_size=CHUNK), x.shape[1:])
     top = top_spectrum(model, x, K)
     error = float(((top.s.double() - full.s[:K].double()) / full.s[:K].double()).abs().max())
     peak, size = peak_memory() if device.type == "cpu" else (float("nan"), 1)

@@ -12,12 +12,11 @@ import torch
 from PIL import Image
 
 import vitequiv
-from vitequiv.matching import StopRule, match_embeddings
+from vitequiv.matching import match_embeddings
 
 from .common import Row, best_time
 
 PAIRS, STEPS, ROUNDS = 8, 5, 3
-NEVER = StopRule(cos=2.0)  # keeps every pair running, so each step costs the same
 
 
 def _photo(name: str, size: int = 224) -> torch.Tensor:
@@ -40,7 +39,7 @@ def main() -> list[Row]:
         torch.autograd.grad(loss, x)
 
     def run(src: torch.Tensor, tgt: torch.Tensor, steps: int) -> None:
-        match_embeddings(model, src, tgt, max_steps=steps, stop=NEVER, progress=False)
+        match_embeddings(model, src, tgt, max_steps=steps, stop_cos=None, progress=False)
 
     def singles() -> None:
         for i in range(PAIRS):

@@ -3,10 +3,15 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
 
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import vitequiv  # noqa: E402
+from vitequiv import runner  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +38,29 @@ def embedded() -> vitequiv.EmbeddingModel:
     return vitequiv.load_model("embedded", device="cpu")
 
 
+def random_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
+    """``n`` fixed uniform-noise images (n, 3, size, size) in [0, 1], the same for the same seed."""
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
 @pytest.fixture
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """Where the session's smoke run wrote, and what the runner said about each notebook."""
+
+    figures: Path  # the run's output folder: <notebook>/<notebook>.ipynb, manifests, README.md, index.json
+    records: dict[str, runner.RunRecord]
+    result: Any  # what runner.run_suite returned (its SuiteResult)
+
+
+@pytest.fixture(scope="session")
+def smoke_suite(tmp_path_factory) -> SmokeRun:
+    """Every notebook run once under the smoke profile into a temporary folder, shared by the notebook tests and
+    the browser tests (a few minutes on 2 cores)."""
+    figures = tmp_path_factory.mktemp("smoke_figures")
+    result = runner.run_suite([], "smoke", figures)
+    return SmokeRun(figures, result.by_notebook(), result)

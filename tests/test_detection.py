@@ -1,8 +1,4 @@
 """Noise detector, ROC/AUC, benign transforms, survival and the EOT wrapper, on tiny models."""
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import numpy as np
 import pytest
 import torch
@@ -10,14 +6,7 @@ import torch
 import vitequiv
 from vitequiv import detection
 
-
-@pytest.fixture(scope="module")
-def vit():
-    return vitequiv.load_model("random:vit_tiny_patch16_224", img_size=32, depth=2, device="cpu")
-
-
-def images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+from conftest import random_images as images
 
 
 def smooth(n: int, size: int = 32) -> torch.Tensor:
@@ -35,13 +24,13 @@ def test_auc_perfect_useless_and_inverted():
     assert r.tpr_at(0.0) == 0.5 and r.tpr_at(0.25) == 1.0
 
 
-def test_noise_shift_zero_at_sigma_zero_and_grows(vit):
+def test_noise_shift_zero_at_sigma_zero_and_grows(tiny_model):
     x = images(3)
-    shift = detection.noise_shift(vit, x, [0, 2, 32], n_draws=2)
+    shift = detection.noise_shift(tiny_model, x, [0, 2, 32], n_draws=2)
     assert shift.shape == (3, 3)
     assert np.abs(shift[:, 0]).max() < 1e-6
     assert (shift[:, 2] > shift[:, 1]).all() and (shift[:, 1] > 1e-7).all()
-    assert np.array_equal(shift, detection.noise_shift(vit, x, [0, 2, 32], n_draws=2))  # seeded
+    assert np.array_equal(shift, detection.noise_shift(tiny_model, x, [0, 2, 32], n_draws=2))  # seeded
 
 
 @pytest.mark.parametrize("name", list(detection.standard_transforms()))
@@ -67,12 +56,12 @@ def test_crop_and_resize_and_blur_change_images():
     assert detection.blur(x, 1.0).std() < x.std()
 
 
-def test_survival_identity_matches_direct_cosine(vit):
+def test_survival_identity_matches_direct_cosine(tiny_model):
     x, t = images(3), images(3, seed=1)
     with torch.no_grad():
-        target = vit.embed(t)
-        direct = torch.nn.functional.cosine_similarity(vit.embed(x), target).numpy()
-    frame = detection.survival(vit, x, target, {"identity": lambda z: z}, sources=t, cos_threshold=0.5)
+        target = tiny_model.embed(t)
+        direct = torch.nn.functional.cosine_similarity(tiny_model.embed(x), target).numpy()
+    frame = detection.survival(tiny_model, x, target, {"identity": lambda z: z}, sources=t, stop_cos=0.5)
     assert np.allclose(frame["cos_target"], direct, atol=1e-5)
     assert np.allclose(frame["cos_source"], direct, atol=1e-5)  # sources are the targets here
     assert not frame["follows_target"].any()
@@ -80,10 +69,10 @@ def test_survival_identity_matches_direct_cosine(vit):
     assert list(summary.columns) == ["transform", "median cos to target", "survival rate", "follows target"]
 
 
-def test_eot_model_differentiable_and_seeded(vit):
+def test_eot_model_differentiable_and_seeded(tiny_model):
     transforms = detection.default_eot_transforms(jpeg_st=True)
-    a = detection.EOTModel(vit, transforms, n_samples=3, seed=5)
-    b = detection.EOTModel(vit, transforms, n_samples=3, seed=5)
+    a = detection.EOTModel(tiny_model, transforms, n_draws=3, seed=5)
+    b = detection.EOTModel(tiny_model, transforms, n_draws=3, seed=5)
     x = images(2).requires_grad_(True)
     ya = a.embed(x)
     ya.pow(2).sum().backward()
@@ -94,14 +83,14 @@ def test_eot_model_differentiable_and_seeded(vit):
         assert not torch.equal(y2, ya.detach())  # the generator advances between calls
         a.reset()
         assert torch.equal(a.embed(x), ya.detach())
-    assert a.std is vit.std and a.input_size == 32
+    assert a.std is tiny_model.std and a.input_size == 32
 
 
-def test_eot_with_identity_equals_model(vit):
+def test_eot_with_identity_equals_model(tiny_model):
     x = images(2)
-    eot = detection.EOTModel(vit, [lambda z, g: z], n_samples=2)
+    eot = detection.EOTModel(tiny_model, [lambda z, g: z], n_draws=2)
     with torch.no_grad():
-        assert torch.allclose(eot.embed(x), vit.embed(x), atol=1e-6)
+        assert torch.allclose(eot.embed(x), tiny_model.embed(x), atol=1e-6)
 
 
 def test_jpeg_straight_through_gradient_is_identity():
@@ -112,21 +101,21 @@ def test_jpeg_straight_through_gradient_is_identity():
     assert not torch.allclose(y.detach(), x.detach())
 
 
-def test_noise_shift_definition(vit):
+def test_noise_shift_definition(tiny_model):
     x = images(2)
-    shift = detection.noise_shift(vit, x, [16], n_draws=1, seed=3)
+    shift = detection.noise_shift(tiny_model, x, [16], n_draws=1, seed=3)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         expected = 1 - torch.nn.functional.cosine_similarity(
-            vit.embed((x + noise * 16 / 255).clamp(0, 1)).double(), vit.embed(x).double())
+            tiny_model.embed((x + noise * 16 / 255).clamp(0, 1)).double(), tiny_model.embed(x).double())
     assert np.allclose(shift[:, 0], expected.numpy(), atol=1e-6)
 
 
-def test_eot_model_plugs_into_matching(vit):
+def test_eot_model_plugs_into_matching(tiny_model):
     x, t = images(2), images(2, seed=1)
-    eot = detection.EOTModel(vit, detection.default_eot_transforms(), n_samples=2, seed=0)
+    eot = detection.EOTModel(tiny_model, detection.default_eot_transforms(), n_draws=2, seed=0)
     with torch.no_grad():
-        target = vit.embed(t)
+        target = tiny_model.embed(t)
     result = vitequiv.match_embeddings(eot, x, target, step_rule=vitequiv.Adam(lr=0.01), max_steps=5, progress=False)
     assert result.history["loss"].shape[0] == 6 and np.isfinite(result.history["loss"]).all()
-    assert np.nanmean(result.history["emb_l2"][-1]) < np.nanmean(result.history["emb_l2"][0])
+    assert np.nanmean(result.history["embed_l2"][-1]) < np.nanmean(result.history["embed_l2"][0])

@@ -8,31 +8,25 @@ import pytest
 import torch
 
 import vitequiv
-from vitequiv.downstream import (
-    KNN,
-    ClassHead,
-    LinearProbe,
-    ZeroShotCLIP,
-    ZeroShotUnavailableError,
-    embed_batched,
-    labelled_set,
-    other_class_targets,
-    systematic_evaluation,
-)
+from vitequiv.clip import ZeroShotCLIP, ZeroShotUnavailableError
+from vitequiv.downstream import KNN, ClassHead, LinearProbe
+from vitequiv.images import labeled_set
+from vitequiv.models import embed_batched
+from vitequiv.systematic import other_class_targets, systematic_evaluation
 
 PHOTOS = ["astronaut", "cat", "coffee", "rocket"]
 
 
 def clusters(n_per_class: int = 50, classes: int = 4, dim: int = 16, noise_seed: int = 0):
-    """Well-separated Gaussian clusters (the same centres for every call): embeddings (N, D), labels (N,)."""
-    centres = 5 * np.random.default_rng(0).standard_normal((classes, dim))  # (K, D)
+    """Well-separated Gaussian clusters (the same centers for every call): embeddings (N, D), labels (N,)."""
+    centers = 5 * np.random.default_rng(0).standard_normal((classes, dim))  # (K, D)
     labels = np.repeat(np.arange(classes), n_per_class)  # (N,)
     noise = np.random.default_rng(noise_seed).standard_normal((len(labels), dim))  # (N, D)
-    return centres[labels] + 0.3 * noise, labels
+    return centers[labels] + 0.3 * noise, labels
 
 
 @pytest.fixture(scope="module")
-def labelled_images(tiny_model):
+def labeled_images(tiny_model):
     """12 random 32 px images in 3 classes, and a 1-NN on their own embeddings (so clean accuracy is 1)."""
     images = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(1))  # (12, 3, 32, 32)
     labels = torch.arange(12) % 3
@@ -154,8 +148,8 @@ def test_targets_are_of_another_class_and_seeded():
         other_class_targets(np.zeros(4))
 
 
-def test_exact_matching_follows_the_embedding(tiny_model, labelled_images):
-    images, labels, knn = labelled_images
+def test_exact_matching_follows_the_embedding(tiny_model, labeled_images):
+    images, labels, knn = labeled_images
     result = systematic_evaluation(tiny_model, knn, images, labels, match_fn=target_matcher, seed=0)
     assert result.clean_accuracy == 1.0
     assert result.systematic_accuracy == 0.0 and result.follows_embedding == 1.0
@@ -167,16 +161,16 @@ def test_exact_matching_follows_the_embedding(tiny_model, labelled_images):
     assert np.allclose(same.matched_proba, result.matched_proba) and same.systematic_accuracy == 0.0
 
 
-def test_identity_matching_keeps_clean_accuracy(tiny_model, labelled_images):
-    images, labels, _ = labelled_images
+def test_identity_matching_keeps_clean_accuracy(tiny_model, labeled_images):
+    images, labels, _ = labeled_images
     probe = LinearProbe(C=0.01).fit(embed_batched(tiny_model, images), labels)  # clean accuracy below 1
     result = systematic_evaluation(tiny_model, probe, images, labels, match_fn=identity_matcher)
     assert result.systematic_accuracy == result.clean_accuracy
     assert np.allclose(result.matched_proba, result.clean_proba)
 
 
-def test_evaluation_is_seeded_batched_and_passes_kwargs(tiny_model, labelled_images):
-    images, labels, knn = labelled_images
+def test_evaluation_is_seeded_batched_and_passes_kwargs(tiny_model, labeled_images):
+    images, labels, knn = labeled_images
     calls = []
 
     def recording(model, sources, targets, **kwargs):
@@ -191,8 +185,8 @@ def test_evaluation_is_seeded_batched_and_passes_kwargs(tiny_model, labelled_ima
         systematic_evaluation(tiny_model, knn, images, labels, targets=np.arange(12), match_fn=target_matcher)
 
 
-def test_default_matcher_runs(tiny_model, labelled_images):
-    images, labels, knn = labelled_images
+def test_default_matcher_runs(tiny_model, labeled_images):
+    images, labels, knn = labeled_images
     result = systematic_evaluation(tiny_model, knn, images[:6], labels[:6], max_steps=2, progress=False)
     assert result.matched_images.shape == (6, 3, 32, 32)
     assert 0 <= result.matched_images.min() and result.matched_images.max() <= 1
@@ -201,19 +195,19 @@ def test_default_matcher_runs(tiny_model, labelled_images):
 # ------------------------------------------------------------------------------------ real, offline
 
 
-def test_faces_set_is_labelled_and_splits_stratified():
-    faces = labelled_set("faces", size=32)
+def test_faces_set_is_labeled_and_splits_stratified():
+    faces = labeled_set("faces", size=32)
     train, test = faces.split(0.25, seed=0)
     assert faces.images.shape == (200, 3, 32, 32) and faces.class_names == ["non-face", "face"]
     assert len(test) == 50 and test.labels.sum() == 25
-    with pytest.raises(ValueError, match="Unknown labelled set"):
-        labelled_set("imagenet")
+    with pytest.raises(ValueError, match="Unknown labeled set"):
+        labeled_set("imagenet")
 
 
 def test_embedded_model_tells_photo_views_apart():
     """Held-out views of 4 photos (chance 0.25): the pretrained model separates them, a random-init one
-    much less by nearest neighbour (a probe on random-init features can still use colour statistics)."""
-    train, test = labelled_set("views", names=PHOTOS, views_per_image=6, size=112).split(0.5, seed=0)
+    much less by nearest neighbor (a probe on random-init features can still use color statistics)."""
+    train, test = labeled_set("views", names=PHOTOS, views_per_image=6, size=112).split(0.5, seed=0)
     accuracy = {}
     for name, kwargs in [("embedded", {}), ("random:vit_small_patch14_dinov2", {"num_classes": 0})]:
         model = vitequiv.load_model(name, img_size=112, device="cpu", **kwargs)

@@ -17,7 +17,7 @@ TINY = dict(model="random:vit_tiny_patch16_224", img_size=32, model_kwargs={"dep
 
 
 def tiny_config(**changes) -> ex.ExplorerConfig:
-    settings = TINY | dict(source="cat", target="rocket", step_rule="Adam", lr=0.01, steps=8)
+    settings = TINY | dict(source="cat", target="rocket", step_rule="adam", lr=0.01, max_steps=8)
     return ex.ExplorerConfig(**(settings | changes))
 
 
@@ -43,12 +43,12 @@ def test_run_moves_towards_target_and_probe_reports(session):
     plt.close(fig)
 
 
-RULES_AND_BUDGETS = [*((rule, "none") for rule in ex.STEP_RULES), ("signed", "L-inf"), ("normalised", "L2")]
+RULES_AND_BUDGETS = [*((rule, "none") for rule in ex.STEP_RULES), ("sign", "L-inf"), ("normalized", "L2")]
 
 
 @pytest.mark.parametrize("rule, budget", RULES_AND_BUDGETS)
 def test_every_step_rule_and_budget_runs(session, rule, budget):
-    result = session.run(tiny_config(step_rule=rule, lr=None, budget=budget, radius_255=4.0, steps=2))
+    result = session.run(tiny_config(step_rule=rule, lr=None, budget=budget, radius_255=4.0, max_steps=2))
     assert result.steps[0] == 2 and result.final["loss"][0] < result.history["loss"][0, 0]
     if budget != "none":
         size = result.final["linf_255" if budget == "L-inf" else "l2_255"][0]
@@ -60,7 +60,7 @@ def test_stop_keeps_the_partial_result(session):
         if step == 3:
             session.stop()
 
-    result = session.run(tiny_config(steps=10_000, cos=1.0), on_update, every=1)
+    result = session.run(tiny_config(max_steps=10_000, stop_cos=1.0), on_update, every=1)
     assert result.stopped_by == "callback" and result.steps.tolist() == [3]
     assert session.result is result and len(result.history["loss"]) == 4
     assert not torch.equal(result.images, result.sources)
@@ -82,14 +82,14 @@ def png_file() -> bytes:
 
 
 def test_uploaded_photo_is_matched(session):
-    name = session.add_upload("grey.png", png_file())
-    assert session.explore(tiny_config(source=name, steps=2)).error == ""
+    name = session.add_upload("gray.png", png_file())
+    assert session.explore(tiny_config(source=name, max_steps=2)).error == ""
     with pytest.raises(ImageLoadError, match="bad.png"):
         session.add_upload("bad.png", b"not an image")
 
 
 def test_widgets_run_update_and_stop(session):
-    app = ex.build_explorer(tiny_config(steps=6), session, every=2)
+    app = ex.build_explorer(tiny_config(max_steps=6), session, every=2)
     assert app.widget.children and app.current_config().model == TINY["model"]
     app.run_button.click()
     app.wait(WAIT_S)
@@ -99,7 +99,7 @@ def test_widgets_run_update_and_stop(session):
     assert bytes(app.curves.value).startswith(b"\x89PNG") and "8-bit" in app.probe_table.value
     assert app.progress.value == 6
 
-    app.steps.value, app.cos.value = 10_000, 1.0
+    app.max_steps.value, app.stop_cos.value = 10_000, 1.0
     app.run_button.click()
     deadline = time.monotonic() + WAIT_S
     while app.progress.value < 2 and time.monotonic() < deadline:
@@ -118,12 +118,63 @@ def uploaded(name: str, data: bytes) -> dict:
 
 def test_widget_upload_and_errors_as_messages(session):
     app = ex.build_explorer(tiny_config(), session)
-    app.upload.value = (uploaded("grey.png", png_file()),)
-    assert app.source.value == "upload:grey.png" and "upload:grey.png" in app.target.options
+    app.upload.value = (uploaded("gray.png", png_file()),)
+    assert app.source.value == "upload:gray.png" and "upload:gray.png" in app.target.options
     app.upload.value = (uploaded("bad.png", b"not an image"),)
-    assert "ImageLoadError" in app.status.value
+    assert "Could not use bad.png" in app.status.value and "BytesIO" not in app.status.value
     app.model.value = "no_such_vit"
     app.run_button.click()
     app.wait(WAIT_S)
     assert "Unknown model" in app.status.value and "&lt;timm name&gt;" in app.status.value
     assert app.probe_table.value == ""
+
+
+# ------------------------------------------------------------------------------------------ widget states
+
+
+def test_empty_state_shows_gray_tiles_not_broken_images(session):
+    app = ex.build_explorer(tiny_config(), session)
+    for key, image in app.images.items():
+        assert bytes(image.value) == ex.PLACEHOLDER and bytes(image.value).startswith(b"\x89PNG")
+        assert "not run yet" in app.captions[key].value
+    assert app.curves.layout.display == "none"
+
+
+def test_stopped_before_any_step_says_so(session):
+    result = session.run(tiny_config(), on_update=lambda step, r: session.stop())  # stops after step 0
+    assert result.steps[0] == 0 and not ex.moved(result)
+    probe = session.probe()
+    values = dict(probe.rows())
+    assert values["PSNR of the matched image (dB)"] == ex.NO_CHANGE
+    assert all("nan" not in v and "inf" not in v for v in values.values()), values
+    app = ex.build_explorer(tiny_config(), session)
+    app.show(result, probe)
+    assert ex.NO_CHANGE in app.captions["perturbation"].value and "×" not in app.captions["perturbation"].value
+    assert "step 0/" in app.status.value and "stopped" in app.status.value
+    fig = session.figure(probe)
+    assert any(ex.NO_CHANGE in ax.get_title() for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_failed_run_returns_to_the_empty_state(session):
+    app = ex.build_explorer(tiny_config(model="no_such_vit"), session)
+    app.run_button.click()
+    app.wait(WAIT_S)
+    assert "Unknown model" in app.status.value
+    assert all(bytes(image.value) == ex.PLACEHOLDER for image in app.images.values())
+
+
+def test_images_and_status_come_from_the_same_step(session):
+    app = ex.build_explorer(tiny_config(max_steps=6), session, every=1)
+    seen = []
+    original = app._say
+
+    def record(text, error=False):
+        original(text, error)
+        if text.startswith("step "):
+            seen.append((text.split("/")[0], app.captions["matched"].value))
+
+    app._say = record
+    app.run_button.click()
+    app.wait(WAIT_S)
+    assert seen and all(status.split()[1] == caption.split("step ")[1].rstrip(")") for status, caption in seen), seen

@@ -5,7 +5,15 @@ import pytest
 import torch
 
 from vitequiv.jacobians import (
-    JacobianMemoryError, LinearMap, cast_model, jacobian, jacobian_bytes, jvp, spectrum, top_spectrum, vjp,
+    JacobianMemoryError,
+    LinearMap,
+    cast_model,
+    jacobian,
+    jacobian_bytes,
+    jvp,
+    spectrum,
+    top_spectrum,
+    vjp,
 )
 
 SHAPE = (3, 8, 8)  # P = 192 pixels for the analytic map
@@ -37,8 +45,8 @@ def test_jvp_and_vjp_agree_with_jacobian(tiny_model, tiny_x, tiny_J):
     assert torch.allclose(vjp(tiny_model, tiny_x, u).flatten(1), u @ tiny_J, rtol=1e-4, atol=1e-5)
 
 
-def test_chunk_size_does_not_change_the_jacobian(tiny_model, tiny_x, tiny_J):
-    assert torch.allclose(jacobian(tiny_model, tiny_x, chunk_size=7), tiny_J, atol=1e-6)
+def test_batch_size_does_not_change_the_jacobian(tiny_model, tiny_x, tiny_J):
+    assert torch.allclose(jacobian(tiny_model, tiny_x, batch_size=7), tiny_J, atol=1e-6)
 
 
 def test_memory_check_raises_before_allocating(tiny_model, tiny_x):
@@ -81,7 +89,7 @@ def test_projectors_split_every_vector(linear):
 
 def test_top_spectrum_matches_full_svd_on_linear_map(linear):
     x = torch.rand(1, *SHAPE, dtype=torch.float64)
-    top = top_spectrum(linear, x, k=4, block_size=2)
+    top = top_spectrum(linear, x, k=4, batch_size=2)
     assert torch.allclose(top.s, S_TRUE[:4], rtol=1e-8)
     full = spectrum(linear.A, SHAPE)
     assert torch.allclose((top.V @ full.V[:4].T).abs(), torch.eye(4, dtype=torch.float64), atol=1e-6)

@@ -1,4 +1,4 @@
-"""Linearisation error along a direction, and the null-space walk."""
+"""Linearization error along a direction, and the null-space walk."""
 import pytest
 import torch
 
@@ -13,7 +13,7 @@ def x():
     return torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-def test_linear_map_has_zero_linearisation_error():
+def test_linear_map_has_zero_linearization_error():
     f = LinearMap.with_singular_values(torch.tensor([3.0, 2.0, 1.0]), D=5, input_shape=SHAPE, seed=1)
     x = torch.rand(1, *SHAPE, dtype=torch.float64)
     v = torch.randn(*SHAPE, dtype=torch.float64)
@@ -29,7 +29,7 @@ def test_linear_map_has_zero_linearisation_error():
     assert prof.jv_norm < 1e-12 and (prof.change < 1e-12).all()
 
 
-def test_linearisation_error_grows_with_step(tiny_model, x):
+def test_linearization_error_grows_with_step(tiny_model, x):
     v = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(2))
     ts = torch.logspace(-3, 2, 11)
     prof = linearization_profile(tiny_model, x, v, ts, dtype=torch.float64)
@@ -49,9 +49,9 @@ def test_null_space_walk_moves_pixels_not_embedding(tiny_model, x):
     corrected = null_space_walk(tiny_model, x, correct_steps=1, **kw)
     control = null_space_walk(tiny_model, x, project=False, **kw)
     assert null.steps == [0, 4, 8, 12] and null.images.shape == (4, 3, 32, 32)
-    assert torch.equal(null.images[0], x[0]) and null.pixel_l2[0] == 0 and null.embed_l2[0] == 0
+    assert torch.equal(null.images[0], x[0]) and null.pixel_l2_255[0] == 0 and null.embed_l2[0] == 0
     for walk in (null, corrected, control):  # all moved far: 12 steps of 1.0, a little lost to clamping
-        assert walk.pixel_l2[-1] > 9 and walk.pixel_linf[-1] > 10 and walk.psnr[-1] < 40
+        assert walk.pixel_l2_255[-1] > 9 * 255 and walk.pixel_linf_255[-1] > 10 and walk.psnr[-1] < 40
     # the tiny random ViT is strongly curved (linear radius ~1), so the uncorrected walk drifts at second order
     assert null.embed_l2[-1] < 0.5 * control.embed_l2[-1]
     assert corrected.embed_l2[-1] < 0.05 * control.embed_l2[-1]

@@ -4,10 +4,18 @@ import math
 import pytest
 import torch
 
-from vitequiv.jacobians import LinearMap, cast_model, jacobian, spectrum
+from vitequiv.jacobians import LinearMap, cast_model, spectrum
 from vitequiv.lipschitz import (
-    DEFAULT_EPS, directional_derivative, directional_lipschitz, null_directions, random_directions,
-    breakdown_eps, sampled_lipschitz, sampled_lipschitz_max, top_directions, unit,
+    DEFAULT_EPS,
+    breakdown_eps,
+    directional_derivative,
+    directional_lipschitz,
+    null_directions,
+    random_directions,
+    sampled_lipschitz,
+    sampled_lipschitz_max,
+    top_directions,
+    unit,
 )
 
 SHAPE = (3, 8, 8)
@@ -23,7 +31,7 @@ def test_linear_map_estimates_are_exact_for_every_eps(linear):
     sp = spectrum(linear.A, SHAPE)
     zero = torch.zeros(1, *SHAPE, dtype=torch.float64)  # f(0) = 0: no cancellation, exact down to eps = 1e-12
     for i, v in enumerate(top_directions(sp, 3)):
-        L = directional_lipschitz(linear, zero, 7 * v)  # any length: v is normalised
+        L = directional_lipschitz(linear, zero, 7 * v)  # any length: v is normalized
         assert L.shape == DEFAULT_EPS.shape
         assert torch.allclose(L, S_TRUE[i].expand_as(L), rtol=1e-12)
         assert directional_derivative(linear, zero, v).item() == pytest.approx(S_TRUE[i].item(), rel=1e-12)

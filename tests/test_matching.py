@@ -1,8 +1,4 @@
 """Embedding matching on tiny models: convergence, stopping, budgets, batching, freezing, failures, hooks."""
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import numpy as np
 import pytest
 import torch
@@ -10,17 +6,18 @@ import torch
 import vitequiv
 from vitequiv import metrics
 from vitequiv.matching import (
-    Adam, L2Ball, LinfBall, MatchingError, NormalizedGD, PaperGD, SignGD, StopRule, match_embeddings, paper_match,
+    Adam,
+    L2Ball,
+    LinfBall,
+    MatchingError,
+    NormalizedGD,
+    PaperGD,
+    SignGD,
+    match_embeddings,
+    paper_match,
 )
 
-
-@pytest.fixture(scope="module")
-def vit():
-    return vitequiv.load_model("random:vit_tiny_patch16_224", img_size=32, depth=2, device="cpu")
-
-
-def images(n: int, seed: int) -> torch.Tensor:
-    return torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))  # (n, 3, 32, 32)
+from conftest import random_images as images
 
 
 class Linear:
@@ -47,8 +44,8 @@ class Faulty:
         return e
 
 
-def test_adam_drives_tiny_vit_to_target(vit):
-    result = match_embeddings(vit, images(2, 0), images(2, 1), step_rule=Adam(lr=0.01), max_steps=200, progress=False)
+def test_adam_drives_tiny_vit_to_target(tiny_model):
+    result = match_embeddings(tiny_model, images(2, 0), images(2, 1), step_rule=Adam(lr=0.01), max_steps=200, progress=False)
     assert result.converged.all(), result.final["cosine"]
     assert (result.final["cosine"] >= 0.99).all()
     assert result.stopped_by == "converged"
@@ -57,17 +54,17 @@ def test_adam_drives_tiny_vit_to_target(vit):
     assert result.history["loss"][0, 0] > result.final["loss"][0]
 
 
-def test_targets_as_images_equal_targets_as_embeddings(vit):
+def test_targets_as_images_equal_targets_as_embeddings(tiny_model):
     src, tgt = images(2, 0), images(2, 1)
-    a = match_embeddings(vit, src, tgt, step_rule=Adam(lr=0.01), max_steps=5, progress=False)
-    b = match_embeddings(vit, src, vit.embed(tgt).detach(), step_rule=Adam(lr=0.01), max_steps=5, progress=False)
+    a = match_embeddings(tiny_model, src, tgt, step_rule=Adam(lr=0.01), max_steps=5, progress=False)
+    b = match_embeddings(tiny_model, src, tiny_model.embed(tgt).detach(), step_rule=Adam(lr=0.01), max_steps=5, progress=False)
     assert torch.equal(a.images, b.images)
 
 
-def test_converged_pair_takes_zero_steps_and_is_unchanged(vit):
+def test_converged_pair_takes_zero_steps_and_is_unchanged(tiny_model):
     src = images(2, 0)
-    target = torch.cat([vit.embed(src[:1]), vit.embed(images(1, 5))]).detach()  # pair 0 is its own target
-    result = match_embeddings(vit, src, target, max_steps=3, progress=False)
+    target = torch.cat([tiny_model.embed(src[:1]), tiny_model.embed(images(1, 5))]).detach()  # pair 0 is its own target
+    result = match_embeddings(tiny_model, src, target, max_steps=3, progress=False)
     assert result.steps.tolist() == [0, 3]
     assert result.converged.tolist() == [True, False]
     assert torch.equal(result.images[0], src[0])
@@ -75,19 +72,19 @@ def test_converged_pair_takes_zero_steps_and_is_unchanged(vit):
     assert result.stopped_by == "max_steps"
 
 
-def test_dist2_threshold_is_required_too(vit):
+def test_dist2_threshold_is_required_too(tiny_model):
     src, tgt = images(1, 0), images(1, 1)
-    loose = match_embeddings(vit, src, tgt, step_rule=Adam(0.01), stop=StopRule(cos=0.9), max_steps=100, progress=False)
-    strict = match_embeddings(vit, src, tgt, step_rule=Adam(0.01), stop=StopRule(cos=0.9, dist2=1e-8),
+    loose = match_embeddings(tiny_model, src, tgt, step_rule=Adam(0.01), stop_cos=0.9, max_steps=100, progress=False)
+    strict = match_embeddings(tiny_model, src, tgt, step_rule=Adam(0.01), stop_cos=0.9, stop_dist2=1e-8,
                               max_steps=loose.steps[0] + 3, progress=False)
     assert loose.converged[0] and not strict.converged[0]
     assert strict.steps[0] == loose.steps[0] + 3
 
 
 @pytest.mark.parametrize("box", ["unit", "source"])
-def test_linf_budget_and_box(vit, box):
+def test_linf_budget_and_box(tiny_model, box):
     src = images(2, 0) * 0.8 + 0.1  # source range [0.1, 0.9]: the "source" box is tighter than [0, 1]
-    result = match_embeddings(vit, src, images(2, 1), step_rule=SignGD(lr=2 / 255), budget=LinfBall(4),
+    result = match_embeddings(tiny_model, src, images(2, 1), step_rule=SignGD(lr=2 / 255), budget=LinfBall(4),
                               box=box, max_steps=10, progress=False)
     delta = result.images - src
     assert delta.abs().max() <= 4 / 255 + 1e-7
@@ -97,9 +94,9 @@ def test_linf_budget_and_box(vit, box):
     assert result.images.min() >= lo and result.images.max() <= hi
 
 
-def test_l2_budget(vit):
+def test_l2_budget(tiny_model):
     src = images(2, 0)
-    result = match_embeddings(vit, src, images(2, 1), step_rule=NormalizedGD(lr=0.2), budget=L2Ball(30),
+    result = match_embeddings(tiny_model, src, images(2, 1), step_rule=NormalizedGD(lr=0.2), budget=L2Ball(30),
                               max_steps=10, progress=False)
     norms = (result.images - src).flatten(1).norm(dim=1) * 255
     assert (norms <= 30 + 1e-3).all() and (norms >= 29).all()
@@ -117,37 +114,37 @@ def test_step_rules_first_step_sizes():
     assert torch.allclose((adam.images - src).abs().amax(), torch.tensor(1e-3), atol=1e-6)  # Adam's first step: lr * sign
 
 
-def test_batch_equals_singles(vit):
+def test_batch_equals_singles(tiny_model):
     """Pairs converge at different steps; the batch (with freezing) must reproduce each pair run alone."""
     src, tgt = images(3, 10), images(3, 11)
-    kwargs = dict(step_rule=Adam(lr=0.01), stop=StopRule(cos=0.97), max_steps=60, progress=False)
-    batch = match_embeddings(vit, src, tgt, **kwargs)
+    kwargs = dict(step_rule=Adam(lr=0.01), stop_cos=0.97, max_steps=60, progress=False)
+    batch = match_embeddings(tiny_model, src, tgt, **kwargs)
     assert len(set(batch.steps.tolist())) > 1, "pairs should stop at different steps for this test to bite"
-    _assert_same_as_singles(vit, src, tgt, batch, kwargs)
+    _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs)
 
 
-def test_batch_equals_singles_for_loss_scale_sensitive_rule(vit):
+def test_batch_equals_singles_for_loss_scale_sensitive_rule(tiny_model):
     """Plain descent sees the loss scale: per-pair losses must be summed, not averaged, over the batch."""
     src, tgt = images(3, 10), images(3, 11)
     kwargs = dict(step_rule=PaperGD(lr=200.0), max_steps=5, progress=False)
-    batch = match_embeddings(vit, src, tgt, **kwargs)
+    batch = match_embeddings(tiny_model, src, tgt, **kwargs)
     assert (batch.final["linf_255"] > 1).all()  # the images did move
-    _assert_same_as_singles(vit, src, tgt, batch, kwargs)
+    _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs)
 
 
-def _assert_same_as_singles(vit, src, tgt, batch, kwargs):
+def _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs):
     for i in range(3):
-        single = match_embeddings(vit, src[i:i + 1], tgt[i:i + 1], **kwargs)
+        single = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], **kwargs)
         assert single.steps[0] == batch.steps[i]
         assert torch.allclose(single.images[0], batch.images[i], atol=1e-5, rtol=0)
         n = single.steps[0] + 1
         assert np.allclose(single.history["cosine"][:n, 0], batch.history["cosine"][:n, i], atol=1e-5)
 
 
-def test_frozen_pair_is_bit_identical(vit):
+def test_frozen_pair_is_bit_identical(tiny_model):
     snapshots = []
     src, tgt = images(2, 20), images(2, 21)
-    result = match_embeddings(vit, src, tgt, step_rule=Adam(lr=0.01), stop=StopRule(cos=0.95), max_steps=80,
+    result = match_embeddings(tiny_model, src, tgt, step_rule=Adam(lr=0.01), stop_cos=0.95, max_steps=80,
                               progress=False, callback=lambda k, r: snapshots.append((k, r.images.clone())))
     first = int(np.argmin(result.steps))
     assert result.converged[first] and result.steps[first] < result.steps.max()
@@ -156,23 +153,24 @@ def test_frozen_pair_is_bit_identical(vit):
     assert torch.equal(result.images[first], frozen[0])
 
 
-def test_nan_raises_named_error(vit):
-    faulty = Faulty(vit, at=4, pair=1, fault=lambda e: e * float("nan"))
+def test_nan_raises_named_error(tiny_model):
+    faulty = Faulty(tiny_model, at=4, pair=1, fault=lambda e: e * float("nan"))
     with pytest.raises(MatchingError, match=r"pair 1 .* step 3") as info:
-        match_embeddings(faulty, images(2, 0), vit.embed(images(2, 1)).detach(), max_steps=10, progress=False)
+        match_embeddings(faulty, images(2, 0), tiny_model.embed(images(2, 1)).detach(), max_steps=10, progress=False)
     assert (info.value.pair, info.value.step) == (1, 3)
     partial = info.value.result  # what was found up to the failing step
     assert partial.steps.tolist() == [3, 3] and np.isnan(partial.history["loss"][3, 1])
     assert torch.isfinite(partial.images).all()
 
 
-def test_divergence_raises(vit):
-    faulty = Faulty(vit, at=3, pair=0, fault=lambda e: e * 1e4)
+def test_divergence_raises(tiny_model):
+    faulty = Faulty(tiny_model, at=3, pair=0, fault=lambda e: e * 1e4)  # blows up the MSE loss (a cosine loss is blind to it)
     with pytest.raises(MatchingError, match="pair 0"):
-        match_embeddings(faulty, images(2, 0), vit.embed(images(2, 1)).detach(), max_steps=10, progress=False)
+        match_embeddings(faulty, images(2, 0), tiny_model.embed(images(2, 1)).detach(), step_rule="adam", max_steps=10,
+                         progress=False)
 
 
-def test_interrupt_returns_partial_result(vit):
+def test_interrupt_returns_partial_result(tiny_model):
     class Interrupting(Faulty):
         def embed(self, x):
             if self.calls == self.at:
@@ -180,22 +178,22 @@ def test_interrupt_returns_partial_result(vit):
                 raise KeyboardInterrupt
             return super().embed(x)
 
-    model = Interrupting(vit, at=4, pair=0, fault=lambda e: e)
-    result = match_embeddings(model, images(2, 0), vit.embed(images(2, 1)).detach(), max_steps=10, progress=False)
+    model = Interrupting(tiny_model, at=4, pair=0, fault=lambda e: e)
+    result = match_embeddings(model, images(2, 0), tiny_model.embed(images(2, 1)).detach(), max_steps=10, progress=False)
     assert result.interrupted and result.steps.tolist() == [3, 3]
     assert result.quantized_cosine is not None
 
 
-def test_deterministic(vit):
+def test_deterministic(tiny_model):
     src, tgt = images(2, 0), images(2, 1)
-    a = match_embeddings(vit, src, tgt, max_steps=8, progress=False)
-    b = match_embeddings(vit, src, tgt, max_steps=8, progress=False)
+    a = match_embeddings(tiny_model, src, tgt, max_steps=8, progress=False)
+    b = match_embeddings(tiny_model, src, tgt, max_steps=8, progress=False)
     assert torch.equal(a.images, b.images)
     assert all(np.array_equal(a.history[k], b.history[k], equal_nan=True) for k in a.history)
 
 
-def test_paper_gd_preset_reduces_loss(vit):
-    result = paper_match(vit, images(2, 0), images(2, 1), lr=0.08, max_steps=15, progress=False)
+def test_paper_gd_preset_reduces_loss(tiny_model):
+    result = paper_match(tiny_model, images(2, 0), images(2, 1), lr=0.08, max_steps=15, progress=False)
     assert "PaperGD" in result.step_rule
     loss = result.history["loss"]
     assert (loss[-1] < 0.9 * loss[0]).all()
@@ -204,7 +202,7 @@ def test_paper_gd_preset_reduces_loss(vit):
     assert (result.images.flatten(1).amax(1) <= src.flatten(1).amax(1)).all()
 
 
-def test_paper_gd_steps_on_normalised_input():
+def test_paper_gd_steps_on_normalized_input():
     model, x = Linear(), torch.full((1, 3, 32, 32), 0.5)
     grad = torch.ones(1, 3, 4, 4)
     std = torch.tensor([0.5, 0.25, 0.1])
@@ -214,30 +212,30 @@ def test_paper_gd_steps_on_normalised_input():
     assert torch.allclose(plain, 0.1 * grad)
 
 
-def test_quantized_cosine_is_on_8bit_images(vit):
+def test_quantized_cosine_is_on_8bit_images(tiny_model):
     tgt = images(2, 1)
-    result = match_embeddings(vit, images(2, 0), tgt, step_rule=Adam(lr=0.01), max_steps=30, progress=False)
-    expected = metrics.cosine(vit.embed(metrics.quantize_8bit(result.images)), vit.embed(tgt))
+    result = match_embeddings(tiny_model, images(2, 0), tgt, step_rule=Adam(lr=0.01), max_steps=30, progress=False)
+    expected = metrics.cosine(tiny_model.embed(metrics.quantize_8bit(result.images)), tiny_model.embed(tgt))
     assert np.allclose(result.quantized_cosine, expected.detach().numpy(), atol=1e-6)
     assert np.abs(result.quantized_cosine - result.final["cosine"]).max() > 1e-7  # rounding did change something
     assert np.array_equal(result.survives_8bit, result.quantized_cosine >= 0.99)
 
 
-def test_callback_stops_early_and_keeps_progress(vit):
+def test_callback_stops_early_and_keeps_progress(tiny_model):
     seen = []
 
     def callback(step, so_far):
         seen.append(so_far.final["cosine"].copy())
         return step == 3
 
-    result = match_embeddings(vit, images(2, 0), images(2, 1), max_steps=50, progress=False, callback=callback)
+    result = match_embeddings(tiny_model, images(2, 0), images(2, 1), max_steps=50, progress=False, callback=callback)
     assert result.stopped_by == "callback" and result.steps.tolist() == [3, 3]
     assert len(result.history["loss"]) == 4 and len(seen) == 4
     assert np.array_equal(result.final["cosine"], seen[-1])
 
 
-def test_history_frame(vit):
-    result = match_embeddings(vit, images(2, 0), images(2, 1), max_steps=3, progress=False)
+def test_history_frame(tiny_model):
+    result = match_embeddings(tiny_model, images(2, 0), images(2, 1), max_steps=3, progress=False)
     frame = result.to_frame()
     assert len(frame) == 8 and {"step", "pair", "loss", "cosine", "psnr", "linf_255"} <= set(frame.columns)
 
@@ -245,7 +243,7 @@ def test_history_frame(vit):
 def test_adam_matches_torch_optim_adam():
     model, src = Linear(), torch.full((2, 3, 32, 32), 0.5)
     tgt = torch.randn(2, 8, generator=torch.Generator().manual_seed(3))
-    ours = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), max_steps=5, progress=False)
+    ours = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), max_steps=5, keep_gray=False, progress=False)
     x = src.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=1e-3)
     for _ in range(5):
@@ -253,3 +251,63 @@ def test_adam_matches_torch_optim_adam():
         (model.embed(x) - tgt).pow(2).mean(dim=1).sum().backward()
         opt.step()
     assert torch.allclose(ours.images, x.detach(), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------ the default: min-norm
+
+
+def test_min_norm_is_the_default():
+    assert isinstance(vitequiv.make_step_rule(None), vitequiv.MinNorm)
+    result = match_embeddings(Linear(), images(1, 0), torch.randn(1, 8), max_steps=2, progress=False)
+    assert result.step_rule.startswith("MinNorm")
+
+
+def test_min_norm_matches_wherever_adam_does_with_no_larger_change(tiny_model):
+    src, tgt = images(4, 10), images(4, 11)
+    adam = match_embeddings(tiny_model, src, tgt, step_rule=Adam(lr=0.01), max_steps=150, progress=False)
+    ours = match_embeddings(tiny_model, src, tgt, max_steps=150, progress=False)
+    assert adam.converged.any()
+    assert ours.converged[adam.converged].all(), (ours.final["cosine"], adam.final["cosine"])
+    both = adam.converged & ours.converged
+    assert (ours.final["l2_255"][both] <= adam.final["l2_255"][both]).all(), (ours.final["l2_255"], adam.final["l2_255"])
+
+
+def test_min_norm_batch_equals_singles(tiny_model):
+    src, tgt = images(3, 20), images(3, 21)
+    batch = match_embeddings(tiny_model, src, tgt, max_steps=40, progress=False)
+    for i in range(3):
+        alone = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], max_steps=40, progress=False)
+        assert alone.steps[0] == batch.steps[i] and alone.passes[0] == batch.passes[i]
+        assert torch.allclose(alone.images[0], batch.images[i], atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", sorted(vitequiv.STEP_RULES))
+def test_gray_sources_stay_gray_in_every_rule(tiny_model, rule):
+    gray = images(2, 30)[:, :1].expand(2, 3, 32, 32).contiguous()  # (2, 3, 32, 32), equal channels
+    color = images(1, 31)
+    src = torch.cat([gray, color])
+    result = match_embeddings(tiny_model, src, images(3, 32), step_rule=rule, max_steps=6, stop_cos=None, progress=False)
+    delta = result.delta
+    assert delta[:2].abs().amax() > 0  # the gray sources did change
+    assert torch.equal(delta[:2, 0], delta[:2, 1]) and torch.equal(delta[:2, 0], delta[:2, 2])
+    assert not torch.equal(delta[2, 0], delta[2, 1])  # a color source gets a color change
+    free = match_embeddings(tiny_model, src, images(3, 32), step_rule=rule, max_steps=6, stop_cos=None, keep_gray=False,
+                            progress=False)
+    assert not torch.equal(free.delta[0, 0], free.delta[0, 1])  # the switch turns it off
+
+
+def test_history_and_passes_are_consistent(tiny_model):
+    src = images(3, 40)
+    target = torch.cat([tiny_model.embed(src[:1]), tiny_model.embed(images(2, 41))]).detach()  # pair 0 is matched at once
+    result = match_embeddings(tiny_model, src, target, max_steps=5, progress=False)
+    passes = result.history["passes"]  # (T, B)
+    for i in range(3):
+        rows = passes[~np.isnan(passes[:, i]), i]
+        assert len(rows) == result.steps[i] + 1
+        capped = int(not result.converged[i])  # its last row is the forward-only evaluation after the last update
+        assert np.array_equal(np.diff(rows), np.r_[np.ones(len(rows) - 1 - capped), np.zeros(capped)])
+    # a pair found matched was evaluated with a gradient; one stopped by the cap had a forward only at the end
+    for i in range(3):
+        expected = result.steps[i] + 1 if result.converged[i] else result.steps[i]
+        assert result.passes[i] == expected, (i, result.passes, result.steps, result.converged)
+    assert result.passes[0] == 1 and result.steps[0] == 0

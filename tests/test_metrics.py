@@ -1,8 +1,4 @@
 """Image metrics against hand computations."""
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import math
 
 import numpy as np
@@ -20,8 +16,8 @@ def test_psnr_of_known_mse():
 
 def test_perturbation_norms_in_255_units():
     delta = torch.zeros(2, 3, 4, 4)
-    delta[0, 1, 2, 3] = -3 / 255  # one value changed by three grey levels
-    delta[1] = 1 / 255  # all 48 values up one grey level
+    delta[0, 1, 2, 3] = -3 / 255  # one value changed by three gray levels
+    delta[1] = 1 / 255  # all 48 values up one gray level
     assert torch.allclose(metrics.linf_255(delta), torch.tensor([3.0, 1.0]))
     assert torch.allclose(metrics.l2_255(delta), torch.tensor([3.0, math.sqrt(48)]))
     assert torch.allclose(metrics.l1_255(delta), torch.tensor([3 / 48, 1.0]))
@@ -43,7 +39,7 @@ def test_cosine_rows():
     assert torch.allclose(metrics.cosine(a, b), torch.tensor([0.0, 1.0]))
 
 
-def test_quantize_8bit_rounds_to_grey_levels():
+def test_quantize_8bit_rounds_to_gray_levels():
     x = torch.tensor([-0.1, 0.0, 0.31, 1 / 255 + 0.4 / 255, 1 / 255 + 0.6 / 255, 1.2])
     q = metrics.quantize_8bit(x)
     assert torch.allclose(q * 255, torch.tensor([0.0, 0.0, 79.0, 1.0, 2.0, 255.0]))

@@ -2,9 +2,9 @@
 import json
 import re
 import subprocess
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,17 +39,29 @@ def test_committed_notebooks_have_no_outputs_and_the_python3_kernel():
         assert nb["metadata"]["kernelspec"]["name"] == "python3", f"{path.name}: kernel is not python3"
 
 
-def test_suite_notebooks_start_with_a_parameters_cell():
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+def _suite_notebooks() -> list[Path]:
+    return sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + [ROOT / "notebooks" / "explorer.ipynb"]
+
+
+def test_suite_notebooks_start_with_a_typed_parameters_cell():
+    """One annotated, commented UPPER_CASE literal per line, so that papermill --help-notebook shows every type."""
+    import papermill
+
+    for path in _suite_notebooks():
         code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell is not tagged"
-        for line in "".join(code[0]["source"]).splitlines():
-            assert re.fullmatch(r"[A-Z][A-Z0-9_]* = .+  # .+", line), f"{path.name}: parameter line {line!r}"
+        lines = "".join(code[0]["source"]).splitlines()
+        for line in lines:
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*: (?:[a-z]+|\"[a-z]+ or None\") = .+  # .+", line), f"{path.name}: parameter line {line!r}"
+        declared = papermill.inspect_notebook(str(path))
+        assert len(declared) == len(lines) and "PROFILE" in declared, path.name
+        for name, spec in declared.items():
+            assert spec["inferred_type_name"] not in ("None", "", None), f"{path.name}: {name} has no type"
 
 
 def test_suite_notebooks_state_their_measured_run_time_and_have_no_placeholders():
     """Writing placeholders (e.g. RUNTIME_DEFAULT) must be replaced by measured numbers before committing."""
-    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for path in _suite_notebooks()[:-1]:
         cells = json.loads(path.read_text())["cells"]
         markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
         leftover = re.findall(r"\b(?:RUNTIME_[A-Z]+|WHAT_THIS_[A-Z_]+|TODO|FIXME)\b", "\n".join(markdown))

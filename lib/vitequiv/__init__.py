@@ -1,29 +1,78 @@
 """vitequiv: equivalence structures of ViT embedding spaces (Salman, Shams, Liu, arXiv 2401.15568).
 
-Notebooks read ``import vitequiv as vq`` and call the entry points re-exported here.
+Notebooks read ``import vitequiv as vq`` and call the entry points re-exported here; the vocabulary they share
+is in ``lib/vitequiv/README.md``.
 """
-from . import assignments, downstream, figures, images, paths
-from .environment import library_versions
-from . import detection, structure
+from . import (
+    assignments,
+    clip,
+    detection,
+    downstream,
+    figures,
+    hub,
+    images,
+    jacobians,
+    linearity,
+    lipschitz,
+    matching,
+    metrics,
+    models,
+    paths,
+    structure,
+    systematic,
+)
+from .clip import ZeroShotCLIP, ZeroShotUnavailableError
 from .detection import EOTModel
-from .structure import BlockEmbedding
-from .downstream import (
-    KNN, ClassHead, LabelledSet, LinearProbe, SystematicResult, ZeroShotCLIP, ZeroShotUnavailableError,
-    embed_batched, labelled_set, systematic_evaluation,
-)
-from .figures import Output, amplify, image_grid, use_style
-from .images import ImageLoadError, ImageSet, lfw_faces, load_images, view_set
-from .models import EmbeddingModel, UnknownModelError, load_model
-from .matching import (
-    Adam, L2Ball, LinfBall, MatchingError, MatchResult, NormalizedGD, PaperGD, SignGD, StepRule, StopRule,
-    match_embeddings, paper_match,
-)
-from .metrics import cosine, l1_255, l2_255, linf_255, psnr, quantize_8bit, ssim
-from .seeding import seed_everything
-from . import jacobians, linearity, lipschitz
+from .downstream import KNN, ClassHead, LinearProbe
+from .environment import library_versions
+from .figures import Output, amplify, image_grid, use_style, verdict
+from .images import ImageLoadError, ImageSet, LabeledSet, labeled_set, lfw_faces, load_images, view_set
 from .jacobians import JacobianMemoryError, LinearMap, Spectrum, jacobian, spectrum, top_spectrum
 from .linearity import LinearityProfile, Walk, linear_region_radius, linearization_profile, null_space_walk
 from .lipschitz import directional_derivative, directional_lipschitz, sampled_lipschitz_max
+from .matching import (
+    STEP_RULES,
+    Adam,
+    L2Ball,
+    LinfBall,
+    MatchingError,
+    MatchResult,
+    MinNorm,
+    NormalizedGD,
+    PaperGD,
+    SignGD,
+    StepRule,
+    make_step_rule,
+    match_embeddings,
+    paper_match,
+)
+from .metrics import cosine, cosine_matrix, l1_255, l2_255, linf_255, psnr, quantize_8bit, ssim
+from .models import BlockEmbedding, EmbeddingModel, UnknownModelError, embed_batched, load_model
+from .seeding import seed_everything
+from .systematic import SystematicResult, systematic_evaluation
 from .weights import WeightsUnavailableError
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # modules
+    "assignments", "clip", "detection", "downstream", "figures", "hub", "images", "jacobians", "linearity",
+    "lipschitz", "matching", "metrics", "models", "paths", "structure", "systematic",
+    # models and images
+    "load_model", "EmbeddingModel", "UnknownModelError", "WeightsUnavailableError", "embed_batched", "BlockEmbedding",
+    "load_images", "ImageSet", "ImageLoadError", "LabeledSet", "labeled_set", "view_set", "lfw_faces",
+    # matching
+    "match_embeddings", "paper_match", "make_step_rule", "STEP_RULES", "StepRule", "MinNorm", "Adam", "PaperGD",
+    "SignGD", "NormalizedGD", "LinfBall", "L2Ball", "MatchResult", "MatchingError", "EOTModel",
+    # Jacobian, linearity, Lipschitz
+    "jacobian", "spectrum", "top_spectrum", "Spectrum", "LinearMap", "JacobianMemoryError", "linearization_profile",
+    "LinearityProfile", "linear_region_radius", "null_space_walk", "Walk", "directional_lipschitz",
+    "directional_derivative", "sampled_lipschitz_max",
+    # downstream
+    "LinearProbe", "KNN", "ClassHead", "ZeroShotCLIP", "ZeroShotUnavailableError", "systematic_evaluation",
+    "SystematicResult",
+    # metrics
+    "cosine", "cosine_matrix", "psnr", "ssim", "l1_255", "l2_255", "linf_255", "quantize_8bit",
+    # figures, runs
+    "Output", "verdict", "use_style", "image_grid", "amplify", "seed_everything", "library_versions", "__version__",
+]

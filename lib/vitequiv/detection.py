@@ -20,6 +20,7 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import metrics
-from .lipschitz import embed_many
-from .models import forward_attribute
+from .models import embed_batched, forward_attribute
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -38,27 +38,57 @@ Transform = Callable[[Tensor], Tensor]
 
 
 @torch.no_grad()
-def noise_shift(
-    model, images: Tensor, sigmas_255: Sequence[float], *, n_draws: int = 4, seed: int = 0, batch_size: int = 16,
-    clamp: bool = True,
-) -> np.ndarray:
-    """Embedding shift under Gaussian noise, shape (N, S): mean over ``n_draws`` of 1 - cos(f(x + n), f(x)).
+def noisy_embeddings(
+    model, images: Tensor, size_255: float, *, n_draws: int = 4, kind: Literal["gaussian", "sign"] = "gaussian",
+    generator: torch.Generator | None = None, seed: int = 0, batch_size: int = 16, clamp: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Embeddings (n_draws, N, D) of ``images`` (N, 3, H, W) plus random noise, and the noise's L2 size (n_draws, N)
+    in 1/255 units, measured after clipping to [0, 1] (when ``clamp``).
 
-    ``n`` ~ N(0, (sigma/255)^2) per pixel value, drawn from a generator seeded with ``seed`` (the same draws for
-    every image set given the same seed and shapes); the noisy image is clipped to [0, 1] when ``clamp``.
-    sigma = 0 gives a shift of 0 (up to float rounding).
+    ``kind="gaussian"``: n ~ N(0, (size/255)^2) per pixel value; ``kind="sign"``: +-size/255 per pixel value with
+    random signs (a corner of the L-inf ball of that radius, the strongest random change it allows). Draws come
+    from ``generator`` (default: a new one on the images' device seeded with ``seed``), so a shared generator
+    continues one random stream across calls.
+    """
+    if kind not in ("gaussian", "sign"):
+        raise ValueError(f"kind must be 'gaussian' or 'sign', got {kind!r}")
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
+    if not size_255 >= 0:
+        raise ValueError(f"size_255 must be >= 0, got {size_255!r}")
+    gen = generator if generator is not None else torch.Generator(device=images.device).manual_seed(seed)
+    embeddings, sizes = [], []
+    for _ in range(n_draws):
+        if kind == "gaussian":
+            noise = torch.randn(images.shape, generator=gen, device=gen.device, dtype=images.dtype).to(images)
+        else:
+            noise = (torch.randint(0, 2, images.shape, generator=gen, device=gen.device) * 2 - 1).to(images)
+        noisy = images + noise * (size_255 / metrics.LEVELS)
+        noisy = noisy.clamp(0, 1) if clamp and size_255 > 0 else noisy
+        embeddings.append(embed_batched(model, noisy, batch_size))  # (N, D)
+        sizes.append(metrics.l2_255(noisy - images))  # (N,)
+    return torch.stack(embeddings), torch.stack(sizes)
+
+
+@torch.no_grad()
+def noise_shift(
+    model, images: Tensor, sigmas_255: Sequence[float], *, n_draws: int = 4, kind: Literal["gaussian", "sign"] = "gaussian",
+    seed: int = 0, batch_size: int = 16, clamp: bool = True,
+) -> np.ndarray:
+    """Embedding shift under random noise, shape (N, S): mean over ``n_draws`` of 1 - cos(f(x + n), f(x)).
+
+    Noise of each size in ``sigmas_255`` as in :func:`noisy_embeddings` (Gaussian by default), from one generator
+    seeded with ``seed`` (the same draws for every image set given the same seed and shapes). A size of 0 gives
+    a shift of 0 (up to float rounding).
     """
     gen = torch.Generator(device=images.device).manual_seed(seed)
-    clean = embed_many(model, images, batch_size).double()  # (N, D)
+    clean = embed_batched(model, images, batch_size).double()  # (N, D)
     out = np.zeros((len(images), len(sigmas_255)))
     for j, sigma in enumerate(sigmas_255):
-        total = torch.zeros(len(images), dtype=torch.float64, device=images.device)
-        for _ in range(n_draws):
-            noise = torch.randn(images.shape, generator=gen, device=images.device, dtype=images.dtype)
-            noisy = images + noise * (sigma / metrics.LEVELS)
-            noisy = noisy.clamp(0, 1) if clamp and sigma > 0 else noisy
-            total += 1 - F.cosine_similarity(embed_many(model, noisy, batch_size).double(), clean, dim=1)
-        out[:, j] = (total / n_draws).cpu().numpy()
+        noisy, _ = noisy_embeddings(model, images, sigma, n_draws=n_draws, kind=kind, generator=gen,
+                                    batch_size=batch_size, clamp=clamp)  # (n_draws, N, D)
+        shift = 1 - F.cosine_similarity(noisy.double(), clean[None], dim=-1)  # (n_draws, N)
+        out[:, j] = shift.mean(dim=0).cpu().numpy()
     return out
 
 
@@ -159,24 +189,24 @@ def standard_transforms(
 @torch.no_grad()
 def survival(
     model, matched: Tensor, targets: Tensor, transforms: dict[str, Transform], *, sources: Tensor | None = None,
-    cos_threshold: float = 0.99, batch_size: int = 16,
+    stop_cos: float = 0.99, batch_size: int = 16,
 ) -> pd.DataFrame:
     """How matches survive each transform: one row per (transform, pair).
 
     Columns: ``cos_target`` = cosine of f(T(x_matched)) to the target embedding ``targets`` (N, D);
-    ``survives`` = cos_target >= ``cos_threshold``; with ``sources`` (the unmodified source images) also
+    ``survives`` = cos_target >= ``stop_cos``; with ``sources`` (the unmodified source images) also
     ``cos_source`` = cosine of f(T(x_matched)) to f(T(source)) and ``follows_target`` = cos_target > cos_source
-    (a nearest-neighbour downstream would still take the target's label).
+    (a nearest-neighbor downstream would still take the target's label).
     """
     targets = targets.double()
     rows = []
     for name, T in transforms.items():
-        emb = embed_many(model, T(matched), batch_size).double()  # (N, D)
+        emb = embed_batched(model, T(matched), batch_size).double()  # (N, D)
         cos_t = F.cosine_similarity(emb, targets, dim=1).cpu().numpy()
         frame = {"transform": name, "pair": np.arange(len(matched)), "cos_target": cos_t,
-                 "survives": cos_t >= cos_threshold}
+                 "survives": cos_t >= stop_cos}
         if sources is not None:
-            cos_s = F.cosine_similarity(emb, embed_many(model, T(sources), batch_size).double(), dim=1).cpu().numpy()
+            cos_s = F.cosine_similarity(emb, embed_batched(model, T(sources), batch_size).double(), dim=1).cpu().numpy()
             frame |= {"cos_source": cos_s, "follows_target": cos_t > cos_s}
         rows.append(pd.DataFrame(frame))
     return pd.concat(rows, ignore_index=True)
@@ -247,20 +277,20 @@ def default_eot_transforms(jpeg_st: bool = False) -> list[RandomTransform]:
 
 
 class EOTModel(nn.Module):
-    """``embed(x)`` = mean over ``n_samples`` draws of ``model.embed(T_k(...T_1(x)))``, T_i from ``transforms``.
+    """``embed(x)`` = mean over ``n_draws`` draws of ``model.embed(T_k(...T_1(x)))``, T_i from ``transforms``.
 
     Each draw applies every callable in ``transforms`` in turn (each ``(x, generator) -> x``, e.g.
     :func:`random_choice` of several). Draws come from a generator seeded with ``seed`` that advances with every
     call, so two EOTModels with the same seed give the same sequence of outputs; :meth:`reset` rewinds it.
     Differentiable w.r.t. x (JPEG only through :func:`random_jpeg`'s straight-through). The whole batch shares
-    one draw per sample. Costs ``n_samples`` forward/backward passes per call.
+    one draw per sample. Costs ``n_draws`` forward/backward passes per call.
     """
 
-    def __init__(self, model, transforms: Sequence[RandomTransform], n_samples: int = 4, seed: int = 0) -> None:
+    def __init__(self, model, transforms: Sequence[RandomTransform], n_draws: int = 4, seed: int = 0) -> None:
         super().__init__()
         self.model = model
         self.transforms = list(transforms)
-        self.n_samples, self.seed = n_samples, seed
+        self.n_draws, self.seed = n_draws, seed
         self.reset()
 
     def reset(self) -> None:
@@ -271,11 +301,11 @@ class EOTModel(nn.Module):
 
     def embed(self, x: Tensor) -> Tensor:
         total = 0
-        for _ in range(self.n_samples):
+        for _ in range(self.n_draws):
             z = x
             for t in self.transforms:
                 z = t(z, self.generator)
             total = total + self.model.embed(z)  # (B, D)
-        return total / self.n_samples
+        return total / self.n_draws
 
     forward = embed

@@ -24,19 +24,24 @@ from PIL import Image
 
 from . import images as img
 from . import metrics
-from .downstream import KNN, embed_batched
+from .downstream import KNN
 from .figures import amplify, to_numpy_image
 from .lipschitz import directional_lipschitz
 from .matching import (
-    Adam, Budget, L2Ball, LinfBall, MatchingError, MatchResult, NormalizedGD, PaperGD, SignGD, StepRule,
-    StopRule, match_embeddings,
+    STEP_RULES,
+    Budget,
+    L2Ball,
+    LinfBall,
+    MatchingError,
+    MatchResult,
+    make_step_rule,
+    match_embeddings,
 )
-from .models import EmbeddingModel, load_model
+from .models import EmbeddingModel, embed_batched, load_model
 from .seeding import seed_everything
 
-# The step rules the explorer offers, with a default step size for each (pixels in [0, 1]). Adam's 2e-3 matches
-# cat -> rocket (embedded, 224 px) to cosine 0.99 in 150 steps at PSNR 31 dB; 5e-3 took 90 steps but PSNR 27.5 dB.
-STEP_RULES: dict[str, float] = {"paper GD": 0.08, "Adam": 2e-3, "signed": 1 / 255, "normalised": 0.5}
+# The step rules the explorer offers (keys of matching.STEP_RULES), each with its default step size.
+STEP_SIZES: dict[str, float] = {name: rule().lr for name, rule in STEP_RULES.items()}
 # Perturbation budgets, with a default radius in 1/255 units (an L2 radius counts all 3*H*W values).
 BUDGETS: dict[str, float] = {"none": 0.0, "L-inf": 8.0, "L2": 1000.0}
 MODEL_CHOICES = ("embedded", "random:vit_small_patch14_dinov2")
@@ -47,21 +52,8 @@ STOPPED_BY = {"converged": "converged", "max_steps": "step limit reached", "call
 Update = Callable[[int, MatchResult], None]
 
 
-def make_step_rule(name: str, lr: float | None, model: EmbeddingModel) -> StepRule:
-    """The matching step rule called ``name`` (a key of :data:`STEP_RULES`); ``lr`` None takes its default.
-
-    "paper GD" steps on the normalised input as the authors did, so it gets the model's ``std``.
-    """
-    if name not in STEP_RULES:
-        raise ValueError(f"Unknown step rule {name!r}; choose one of {', '.join(STEP_RULES)}.")
-    lr = STEP_RULES[name] if lr is None else lr
-    if name == "paper GD":
-        return PaperGD(lr, input_std=model.std)
-    return {"Adam": Adam, "signed": SignGD, "normalised": NormalizedGD}[name](lr)
-
-
 def make_budget(kind: str, radius_255: float) -> Budget | None:
-    """No budget, or an L-inf / L2 ball of ``radius_255`` grey levels around the source."""
+    """No budget, or an L-inf / L2 ball of ``radius_255`` gray levels around the source."""
     if kind not in BUDGETS:
         raise ValueError(f"Unknown budget {kind!r}; choose one of {', '.join(BUDGETS)}.")
     if kind == "none":
@@ -78,12 +70,12 @@ class ExplorerConfig:
     source: str = "cat"
     target: str = "rocket"
     model: str = "embedded"
-    step_rule: str = "Adam"
-    lr: float | None = None  # None: the rule's default in STEP_RULES
+    step_rule: str = "min-norm"  # a key of vitequiv.matching.STEP_RULES
+    lr: float | None = None  # None: the rule's default step size
     budget: str = "none"
     radius_255: float = 8.0
-    steps: int = 200
-    cos: float = 0.99  # stop once the cosine to the target embedding reaches this
+    max_steps: int = 300
+    stop_cos: float = 0.99  # stop once the cosine to the target embedding reaches this
     img_size: int = 224
     device: str = "auto"
     seed: int = 0
@@ -101,7 +93,7 @@ class Probe:
     cos_to_target: float  # cos(f(x), f(target))
     cos_to_source: float  # cos(f(x), f(x0))
     quantized_cosine: float  # cos(f(round_8bit(x)), f(target)): does the match survive saving as 8-bit PNG?
-    cos_threshold: float  # the run's stop threshold
+    stop_cos: float  # the run's stop threshold
     survives_8bit: bool  # quantized_cosine still reaches it
     lipschitz: float  # ||f(x0 + eps v) - f(x0)|| / eps along v = dx / ||dx||
     secant: float  # ||f(x) - f(x0)|| / ||dx||: the same ratio over the whole step
@@ -123,12 +115,20 @@ class Probe:
             ("cosine to the target embedding", f"{self.cos_to_target:.4f}"),
             ("cosine to the source embedding", f"{self.cos_to_source:.4f}"),
             ("cosine to the target after 8-bit rounding", f"{self.quantized_cosine:.4f} ("
-             f"{'meets' if self.survives_8bit else 'below'} the {self.cos_threshold:g} stop threshold)"),
-            (f"directional Lipschitz estimate at the source, eps={self.eps:g}", f"{self.lipschitz:.4g}"),
-            ("||f(x) - f(x0)|| / ||dx|| over the whole step", f"{self.secant:.4g}"),
+             f"{'meets' if self.survives_8bit else 'below'} the {self.stop_cos:g} stop threshold)"),
+            (f"directional Lipschitz estimate at the source, eps={self.eps:g}", _or_unmoved(self.lipschitz, ".4g")),
+            ("||f(x) - f(x0)|| / ||dx|| over the whole step", _or_unmoved(self.secant, ".4g")),
             ("perturbation L-inf / L2 (1/255 units)", f"{self.linf_255:.1f} / {self.l2_255:.1f}"),
-            ("PSNR of the matched image (dB)", f"{self.psnr:.1f}"),
+            ("PSNR of the matched image (dB)", _or_unmoved(self.psnr, ".1f")),
         ]
+
+
+NO_CHANGE = "none yet: no step was taken"
+
+
+def _or_unmoved(value: float, fmt: str) -> str:
+    """A measurement of the perturbation, or a plain note where there is none yet (NaN direction, infinite PSNR)."""
+    return format(value, fmt) if np.isfinite(value) else NO_CHANGE
 
 
 @dataclass
@@ -140,12 +140,28 @@ class Report:
     error: str = ""
 
 
+def moved(result: MatchResult) -> bool:
+    """Whether the result's (first) image differs from its source at all."""
+    return bool(result.delta[0].abs().amax() > 0)
+
+
+def perturbation_panel(result: MatchResult) -> tuple[torch.Tensor, str]:
+    """The amplified perturbation (3, H, W) and its caption; mid-gray and "none yet" before any change."""
+    if not moved(result):
+        return torch.full_like(result.sources[0], 0.5), f"perturbation dx: {NO_CHANGE}"
+    diff, gain = amplify(result.delta[0])  # largest change -> full gray range
+    return diff, f"perturbation dx ×{gain:.0f}"
+
+
 def png_bytes(image: torch.Tensor) -> bytes:
     """A (3, H, W) image in [0, 1] as PNG bytes, for an ``ipywidgets.Image``."""
     array = (to_numpy_image(image) * 255).round().astype(np.uint8)  # (H, W, 3)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="png")
     return buffer.getvalue()
+
+
+PLACEHOLDER = png_bytes(torch.full((3, 8, 8), 0.92))  # a plain light-gray tile for an empty image slot
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -158,7 +174,7 @@ def plot_curves(ax_cos: Axes, ax_loss: Axes, result: MatchResult) -> None:
     """Cosine to the target and matching loss over the steps, with the stop threshold."""
     steps = np.arange(len(result.history["loss"]))
     ax_cos.plot(steps, result.history["cosine"][:, 0], color="C0")
-    ax_cos.axhline(result.cos_threshold, color="0.4", linestyle="--", linewidth=1, label="stop threshold")
+    ax_cos.axhline(result.stop_cos, color="0.4", linestyle="--", linewidth=1, label="stop threshold")
     ax_cos.set(xlabel="step", ylabel="cosine to target", title="embedding cosine similarity")
     ax_cos.legend(loc="lower right")
     ax_loss.plot(steps, result.history["loss"][:, 0], color="C1")
@@ -193,9 +209,8 @@ class ExplorerSession:
 
     def add_upload(self, filename: str, data: bytes) -> str:
         """Register an uploaded image file's bytes; return its name for ``ExplorerConfig.source/target``."""
-        array = img._read_pil(io.BytesIO(data), filename)
         name = UPLOAD_PREFIX + filename
-        self.uploads[name] = img.to_unit_float(array)  # (3, H, W)
+        self.uploads[name] = img.read_image(data, filename)  # (3, H, W)
         return name
 
     def image(self, key: str, size: int) -> torch.Tensor:
@@ -227,7 +242,7 @@ class ExplorerSession:
         model = self.load_model(config)
         source = self.image(config.source, config.img_size).to(model.device)  # (1, 3, S, S)
         target = self.image(config.target, config.img_size).to(model.device)  # (1, 3, S, S)
-        rule, budget = make_step_rule(config.step_rule, config.lr, model), make_budget(config.budget, config.radius_255)
+        rule, budget = make_step_rule(config.step_rule, lr=config.lr, model=model), make_budget(config.budget, config.radius_255)
         self.config, self.target = config, target
 
         def callback(step: int, so_far: MatchResult) -> bool:
@@ -238,8 +253,8 @@ class ExplorerSession:
 
         try:
             self.result = match_embeddings(
-                model, source, target, step_rule=rule, budget=budget, max_steps=config.steps,
-                stop=StopRule(cos=config.cos), progress=False, callback=callback,
+                model, source, target, step_rule=rule, budget=budget, max_steps=config.max_steps,
+                stop_cos=config.stop_cos, progress=False, callback=callback,
             )
         except MatchingError as err:
             self.result = err.result
@@ -281,8 +296,8 @@ class ExplorerSession:
         return Probe(
             nearest=names[nearest[0]], source_nearest=names[nearest[1]], source=config.source, target=config.target,
             cos_to_target=float(metrics.cosine(fx, ft)), cos_to_source=float(metrics.cosine(fx, f0)),
-            quantized_cosine=quantized, cos_threshold=result.cos_threshold,
-            survives_8bit=quantized >= result.cos_threshold,
+            quantized_cosine=quantized, stop_cos=result.stop_cos,
+            survives_8bit=quantized >= result.stop_cos,
             lipschitz=float(directional_lipschitz(model, x0, dx, [eps])[0]) if moved else float("nan"),
             secant=float(torch.linalg.vector_norm(fx - f0)) / norm if moved else float("nan"),
             eps=eps, linf_255=float(metrics.linf_255(dx)), l2_255=float(metrics.l2_255(dx)),
@@ -303,11 +318,11 @@ class ExplorerSession:
         if self.result is None:
             raise RuntimeError("Nothing to show yet: run a match first.")
         result, config = self.result, self.config
-        diff, gain = amplify(result.delta[0])  # largest change -> full grey range
+        diff, caption = perturbation_panel(result)
         panels = [
             (result.sources[0], f"source: {config.source}"),
             (result.images[0], f"matched after {int(result.steps[0])} steps"),
-            (diff, f"perturbation dx, ×{gain:.0f}"),
+            (diff, caption),
             (self.target[0], f"target: {config.target}"),
         ]
         fig = plt.figure(figsize=(11, 6.4))  # through pyplot, so that a notebook shows it like every other figure
@@ -350,24 +365,26 @@ class Explorer:
         self.model = W.Combobox(options=list(MODEL_CHOICES), value=config.model, description="model",
                                 placeholder="embedded, random:<timm name> or a timm name", ensure_option=False)
         self.img_size = W.BoundedIntText(value=config.img_size, min=16, max=1024, description="image px")
-        self.step_rule = W.Dropdown(options=list(STEP_RULES), value=config.step_rule, description="step rule")
-        self.lr = W.FloatText(value=STEP_RULES[config.step_rule] if config.lr is None else config.lr,
+        self.step_rule = W.Dropdown(options=[(STEP_RULES[k].label, k) for k in STEP_RULES], value=config.step_rule,
+                                     description="step rule")
+        self.lr = W.FloatText(value=STEP_SIZES[config.step_rule] if config.lr is None else config.lr,
                               description="step size")
         self.budget = W.Dropdown(options=list(BUDGETS), value=config.budget, description="budget")
         self.radius = W.FloatText(value=config.radius_255, description="radius /255", disabled=config.budget == "none")
-        self.steps = W.BoundedIntText(value=config.steps, min=1, max=100_000, description="steps")
-        self.cos = W.BoundedFloatText(value=config.cos, min=0.0, max=1.0, step=0.001, description="stop at cos")
+        self.max_steps = W.BoundedIntText(value=config.max_steps, min=1, max=100_000, description="max steps")
+        self.stop_cos = W.BoundedFloatText(value=config.stop_cos, min=0.0, max=1.0, step=0.001, description="stop at cos")
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
-        self.progress = W.IntProgress(value=0, min=0, max=config.steps, description="progress")
+        self.progress = W.IntProgress(value=0, min=0, max=config.max_steps, description="progress")
         self.status = W.HTML("Pick photos and settings, then press Run.")
         self.images = {k: W.Image(format="png", layout=W.Layout(width="180px", height="180px"))
                        for k in ("source", "matched", "perturbation", "target")}
         self.captions = {k: W.Label(k) for k in self.images}
         self.curves = W.Image(format="png", layout=W.Layout(width="640px"))
+        self._clear_images()
         self.probe_table = W.HTML()
 
-        self.step_rule.observe(lambda c: setattr(self.lr, "value", STEP_RULES[c.new]), names="value")
+        self.step_rule.observe(lambda c: setattr(self.lr, "value", STEP_SIZES[c.new]), names="value")
         self.budget.observe(self._on_budget, names="value")
         self.upload.observe(self._on_upload, names="value")
         self.run_button.on_click(self.on_run)
@@ -376,8 +393,8 @@ class Explorer:
         self.widget = W.VBox([
             W.HBox([self.source, self.target, self.upload]),
             W.HBox([self.model, self.img_size]),
-            W.HBox([self.step_rule, self.lr, self.steps]),
-            W.HBox([self.budget, self.radius, self.cos]),
+            W.HBox([self.step_rule, self.lr, self.max_steps]),
+            W.HBox([self.budget, self.radius, self.stop_cos]),
             W.HBox([self.run_button, self.stop_button, self.progress]),
             self.status, pictures, self.curves, self.probe_table,
         ])
@@ -392,7 +409,7 @@ class Explorer:
         return replace(
             self.defaults, source=self.source.value, target=self.target.value, model=self.model.value.strip(),
             img_size=self.img_size.value, step_rule=self.step_rule.value, lr=self.lr.value, budget=self.budget.value,
-            radius_255=self.radius.value, steps=self.steps.value, cos=self.cos.value,
+            radius_255=self.radius.value, max_steps=self.max_steps.value, stop_cos=self.stop_cos.value,
         )
 
     def _on_budget(self, change) -> None:
@@ -403,7 +420,7 @@ class Explorer:
             try:
                 name = self.session.add_upload(file["name"], bytes(file["content"]))
             except Exception as err:  # an unreadable file: say so, keep the explorer usable
-                self._say(f"{type(err).__name__}: {err}", error=True)
+                self._say(f"Could not use {file['name']}: {err}", error=True)
                 continue
             for dropdown in (self.source, self.target):
                 dropdown.options = list(dict.fromkeys([*dropdown.options, name]))
@@ -423,7 +440,7 @@ class Explorer:
         if self.running:
             return
         config = self.current_config()
-        self.progress.max, self.progress.value = config.steps, 0
+        self.progress.max, self.progress.value = config.max_steps, 0
         self.probe_table.value = ""
         self._say(f"Loading {config.model} and the photos ...")
         self.run_button.disabled, self.stop_button.disabled = True, False
@@ -446,28 +463,41 @@ class Explorer:
         finally:
             self.run_button.disabled, self.stop_button.disabled = False, True
 
-    def _show_progress(self, step: int, result: MatchResult) -> None:
-        self.progress.value = step
-        self._say(status_line(step, result, self.progress.max))
-        self._show_images(result)
+    def _clear_images(self) -> None:
+        """The empty state (before a run, or after one that failed before any step): gray tiles, no icons."""
+        for key, image in self.images.items():
+            image.value = PLACEHOLDER
+            self.captions[key].value = f"{key}: not run yet"
+        self.curves.value = b""
+        self.curves.layout.display = "none"
 
-    def _show_images(self, result: MatchResult) -> None:
-        diff, gain = amplify(result.delta[0])  # largest change -> full grey range
+    def _show_progress(self, step: int, result: MatchResult) -> None:
+        self._show(result, status_line(step, result, self.progress.max), step)
+
+    def _show(self, result: MatchResult, status: str, step: int) -> None:
+        """Images, curves, progress and status of one step, rendered first and then shown together."""
+        diff, caption = perturbation_panel(result)
         shown = {"source": result.sources[0], "matched": result.images[0], "perturbation": diff,
                  "target": self.session.target[0]}
-        for key, image in shown.items():
-            self.images[key].value = png_bytes(image)
-        self.captions["perturbation"].value = f"perturbation dx ×{gain:.0f}"
+        pictures = {key: png_bytes(image) for key, image in shown.items()}
+        curves = figure_png(curves_figure(result))
+        for key, data in pictures.items():
+            self.images[key].value = data
+        for key in ("source", "target"):
+            self.captions[key].value = key
+        self.captions["perturbation"].value = caption
         self.captions["matched"].value = f"matched (step {int(result.steps[0])})"
-        self.curves.value = figure_png(curves_figure(result))
+        self.curves.value, self.curves.layout.display = curves, None
+        self.progress.value = step
+        self._say(status)
 
     def show(self, result: MatchResult | None, probe: Probe | None = None, error: str = "") -> None:
         """Show a finished (or stopped) result, its probe, and an error message if there was one."""
-        if result is not None:
+        if result is None:
+            self._clear_images()
+        else:
             steps = int(result.steps[0])
-            self.progress.value = steps
-            self._show_images(result)
-            self._say(f"{status_line(steps, result, self.progress.max)} · {STOPPED_BY[result.stopped_by]}")
+            self._show(result, f"{status_line(steps, result, self.progress.max)} · {STOPPED_BY[result.stopped_by]}", steps)
         if probe is not None:
             rows = "".join(f"<tr><td>{html.escape(q)}</td><td><b>{html.escape(v)}</b></td></tr>"
                            for q, v in probe.rows())

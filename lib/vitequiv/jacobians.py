@@ -4,7 +4,7 @@ The paper's central object: for an embedding f: R^P -> R^D with P = 3HW >> D, th
 directions (the local *normal space*); every pixel direction orthogonal to them (the *null space*, over 99 % of
 the input space at 224 px) leaves the embedding unchanged to first order.
 
-- :func:`jacobian`: the full (D, P) Jacobian by chunked reverse mode (one forward, D/chunk batched backwards),
+- :func:`jacobian`: the full (D, P) Jacobian by batched reverse mode (one forward, D/batch_size batched backwards),
   with its memory need checked before anything large is allocated.
 - :class:`Spectrum`: singular values and vectors, obtained from the small Gram matrix J J^T (D x D) rather than
   an SVD of the D x P matrix; ranks, null-space fraction, and projectors that never build a P x P matrix.
@@ -37,10 +37,14 @@ class JacobianMemoryError(MemoryError):
 
 
 def as_batch(x: Tensor) -> Tensor:
-    """One image as a batch of one: (3, H, W) or (1, 3, H, W) -> (1, 3, H, W)."""
+    """One image as a batch of one: (3, H, W) or (1, 3, H, W) -> (1, 3, H, W), floating point."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor image (1, 3, H, W), got {type(x).__name__}")
     x = x.unsqueeze(0) if x.dim() == 3 else x
-    if x.shape[0] != 1:
+    if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"expected one image (1, 3, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be floating point (pixels in [0, 1]), got dtype {x.dtype}")
     return x
 
 
@@ -71,13 +75,45 @@ def _embed_one(model):
     return lambda z: model.embed(z)[0]
 
 
+def _cgroup_headroom() -> int | None:
+    """Bytes the process's cgroup (v2, or v1) still allows, or None when no limit is set."""
+    from pathlib import Path
+
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or a huge number: no limit
+            return max(int(limit) - usage, 0)
+    return None
+
+
+def _rlimit_headroom() -> int | None:
+    """Bytes of address space the process may still map under RLIMIT_AS / RLIMIT_DATA, or None if unlimited."""
+    import resource
+
+    import psutil
+
+    limits = [resource.getrlimit(r)[0] for r in (resource.RLIMIT_AS, resource.RLIMIT_DATA)]
+    limits = [v for v in limits if v != resource.RLIM_INFINITY]
+    if not limits:
+        return None
+    return max(min(limits) - psutil.Process().memory_info().vms, 0)
+
+
 def available_memory(device: torch.device) -> int:
-    """Bytes that can still be allocated on ``device`` (free GPU memory, or the OS's MemAvailable)."""
+    """Bytes that can still be allocated on ``device``: free GPU memory; on the CPU the least of the OS's
+    MemAvailable, what the process's cgroup still allows, and what its rlimits (address space, data) allow."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     import psutil
 
-    return psutil.virtual_memory().available
+    limits = [psutil.virtual_memory().available, _cgroup_headroom(), _rlimit_headroom()]
+    return min(v for v in limits if v is not None)
 
 
 # ---------------------------------------------------------------------------------------------- products
@@ -108,38 +144,50 @@ def jvp(model, x: Tensor, v: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------- full Jacobian
 
 
-def jacobian_bytes(D: int, P: int, chunk_size: int, itemsize: int) -> int:
-    """Memory the Jacobian needs beyond the model's own forward: J itself plus one chunk of rows in flight."""
-    return (D + chunk_size) * P * itemsize
+def jacobian_bytes(D: int, P: int, batch_size: int, itemsize: int) -> int:
+    """Memory the Jacobian needs beyond the model's own forward: J itself plus one batch of rows in flight."""
+    return (D + batch_size) * P * itemsize
 
 
-def jacobian(
-    model, x: Tensor, *, chunk_size: int = 8, dtype: torch.dtype | None = None, max_bytes: int | None = None,
-) -> Tensor:
-    """The (D, P) Jacobian of ``model.embed`` at one image ``x`` (1, 3, H, W), P = 3HW, rows = output dims.
-
-    One forward, then D/chunk_size batched backward passes (vmap over one-hot cotangents), each chunk written
-    into a preallocated result so that peak memory stays near the Jacobian's own size. Before allocating it,
-    the need (:func:`jacobian_bytes`) is checked against ``max_bytes`` (default: the memory available on x's
-    device) and a :class:`JacobianMemoryError` says what to do instead. ``dtype`` computes on a cast copy.
-    """
-    model, x = with_dtype(model, as_batch(x), dtype)
-    out, vjp_fn = torch.func.vjp(_embed_one(model), x)  # out: (D,)
-    D, P = out.numel(), x.numel()
-    need = jacobian_bytes(D, P, chunk_size, x.element_size())
-    limit = available_memory(x.device) if max_bytes is None else max_bytes
+def _check_jacobian_memory(D: int, P: int, batch_size: int, x: Tensor, limit: int) -> None:
+    need = jacobian_bytes(D, P, batch_size, x.element_size())
     if need > limit:
         raise JacobianMemoryError(
             f"The full Jacobian ({D} x {P} {x.dtype}) needs about {need / 2**20:,.0f} MiB but only "
             f"{limit / 2**20:,.0f} MiB are allowed. Use top_spectrum(model, x, k) (matrix-free top-k singular "
-            "directions), a smaller chunk_size, a smaller image, or float32 instead of float64."
+            "directions), a smaller batch_size, a smaller image, or float32 instead of float64."
         )
+
+
+def jacobian(
+    model, x: Tensor, *, batch_size: int = 8, dtype: torch.dtype | None = None, max_bytes: int | None = None,
+) -> Tensor:
+    """The (D, P) Jacobian of ``model.embed`` at one image ``x`` (1, 3, H, W), P = 3HW, rows = output dims.
+
+    One forward, then D/batch_size batched backward passes (vmap over one-hot cotangents), each batch written
+    into a preallocated result so that peak memory stays near the Jacobian's own size. Before the forward pass
+    (when the model declares ``embed_dim``; else right after it) the need (:func:`jacobian_bytes`) is checked
+    against ``max_bytes`` (default: :func:`available_memory` on x's device, which respects cgroup and rlimit
+    limits) and a :class:`JacobianMemoryError` says what to do instead. ``dtype`` computes on a cast copy.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
+        raise ValueError(f"max_bytes must be a non-negative integer or None, got {max_bytes!r}")
+    model, x = with_dtype(model, as_batch(x), dtype)
+    limit = available_memory(x.device) if max_bytes is None else max_bytes
+    P, width = x.numel(), getattr(model, "embed_dim", None)
+    if isinstance(width, int):  # known before any forward pass: refuse at once
+        _check_jacobian_memory(width, P, batch_size, x, limit)
+    out, vjp_fn = torch.func.vjp(_embed_one(model), x)  # out: (D,)
+    D = out.numel()
+    _check_jacobian_memory(D, P, batch_size, x, limit)
     J = x.new_empty(D, P)
     eye = torch.eye(D, dtype=x.dtype, device=x.device)
     with warnings.catch_warnings():  # vmap loops over the fused attention backward; as fast as MATH in our runs
         warnings.filterwarnings("ignore", message="There is a performance drop")
-        for start in range(0, D, chunk_size):
-            rows = eye[start:start + chunk_size]  # (c, D)
+        for start in range(0, D, batch_size):
+            rows = eye[start:start + batch_size]  # (c, D)
             J[start:start + len(rows)] = torch.func.vmap(vjp_fn)(rows)[0].reshape(len(rows), P)
     return J
 
@@ -210,17 +258,26 @@ class Spectrum:
                              "Compute it from the full Jacobian: spectrum(jacobian(model, x), x.shape).")
 
 
-def spectrum(J: Tensor, input_shape: tuple[int, ...], *, chunk: int = 8192) -> Spectrum:
+def spectrum(J: Tensor, input_shape: tuple[int, ...], *, batch_size: int = 8192) -> Spectrum:
     """SVD of J (D, P) through the eigen-decomposition of its Gram matrix J J^T (D x D), in float64.
 
     J J^T = U diag(s^2) U^T and V = diag(1/s) U^T J. Cheap for P >> D (no D x P SVD), and exact enough: a float64
     Gram resolves singular values down to about sqrt(D * 1e-16) ~ 1e-7 of s_max, below float32 Jacobian noise.
-    Column chunks keep the float64 working copy small.
+    Batches of ``batch_size`` columns keep the float64 working copy small.
     """
+    if not isinstance(J, Tensor) or J.dim() != 2 or 0 in J.shape:
+        raise ValueError(f"J must be a non-empty 2-D Jacobian (D, P), got {getattr(J, 'shape', type(J).__name__)}")
+    if math.prod(input_shape) != J.shape[1]:
+        raise ValueError(f"input_shape {tuple(input_shape)} holds {math.prod(input_shape)} pixels but J has "
+                         f"{J.shape[1]} columns")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not torch.isfinite(J).all():
+        raise ValueError("J holds NaN or infinite entries; recompute it (in float64 if float32 overflowed)")
     D, P = J.shape
     G = J.new_zeros(D, D, dtype=torch.float64)
-    for c in range(0, P, chunk):
-        block = J[:, c:c + chunk].double()  # (D, p)
+    for c in range(0, P, batch_size):
+        block = J[:, c:c + batch_size].double()  # (D, p)
         G += block @ block.T
     lam, U = torch.linalg.eigh(G)  # ascending
     s = lam.flip(0).clamp_min(0).sqrt()  # (D,)
@@ -228,8 +285,8 @@ def spectrum(J: Tensor, input_shape: tuple[int, ...], *, chunk: int = 8192) -> S
     keep = int((s > RANK_RTOL * s[0]).sum()) if s[0] > 0 else 0
     V = J.new_empty(keep, P)
     scale = U[:, :keep] / s[:keep]  # (D, r)
-    for c in range(0, P, chunk):
-        V[:, c:c + chunk] = (scale.T @ J[:, c:c + chunk].double()).to(J.dtype)
+    for c in range(0, P, batch_size):
+        V[:, c:c + batch_size] = (scale.T @ J[:, c:c + batch_size].double()).to(J.dtype)
     return Spectrum(s.to(J.dtype), U[:, :keep].to(J.dtype), V, tuple(input_shape))
 
 
@@ -246,24 +303,29 @@ def _orthonormalize(Z: Tensor, Q: Tensor | None) -> Tensor:
 
 
 def top_spectrum(
-    model, x: Tensor, k: int = 16, *, block_size: int = 4, tol: float = 1e-3, max_products: int | None = None,
+    model, x: Tensor, k: int = 16, *, batch_size: int = 4, tol: float = 1e-3, max_products: int | None = None,
     seed: int = 0,
 ) -> Spectrum:
     """Top-``k`` singular triplets of the Jacobian at ``x`` without forming it: block Krylov (Golub-Kahan) on J^T J.
 
     Starts from J^T Omega (a random output-space block, so the subspace lies in the row space from the outset),
-    grows span{Q0, (J^T J) Q0, ...} by ``block_size`` vectors per iteration, and reads singular values and
+    grows span{Q0, (J^T J) Q0, ...} by ``batch_size`` vectors (one block) per iteration, and reads singular values and
     vectors off the small matrix J Q^T by Rayleigh-Ritz (Ritz values approach the true ones from below). Stops
     once the top-k values change by less than ``tol`` (relative) in one iteration, or after ``max_products``
-    Jacobian-vector products (default 2 D). Each iteration costs 2 * block_size products.
+    Jacobian-vector products (default 2 D). Each iteration costs 2 * batch_size products.
 
-    One forward of ``block_size`` copies of x serves every product: J^T W is a backward through it, and J Q
+    One forward of ``batch_size`` copies of x serves every product: J^T W is a backward through it, and J Q
     the derivative of J^T w with respect to w (the "double-vjp" trick, several times faster than forward mode
     here). That needs a twice-differentiable attention, so the MATH kernel is used. The model must treat
     batch elements independently (eval mode).
     """
+    for name, value in (("k", k), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol must lie in (0, 1), got {tol!r}")
     x = as_batch(x)
-    b = block_size
+    b = batch_size
     with sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
         xb = x.detach().repeat(b, 1, 1, 1).requires_grad_(True)  # (b, 3, H, W)
         out = model.embed(xb)  # (b, D)

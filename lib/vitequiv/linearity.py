@@ -4,24 +4,23 @@
   ||f(x + t v) - f(x)|| and the error of the first-order prediction ||f(x + t v) - f(x) - t J v||;
   :meth:`LinearityProfile.radius` is the largest t for which the relative error stays below a tolerance.
 - :func:`null_space_walk`: many small pixel steps, each projected onto the null space of the *current*
-  Jacobian (re-linearised every few steps), so the picture changes while the embedding barely does.
+  Jacobian (re-linearized every few steps), so the picture changes while the embedding barely does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from . import metrics
 from .jacobians import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
-from .lipschitz import changes_along, unit
+from .lipschitz import changes_along, log_interp, unit
 
 DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
 
 
-# ---------------------------------------------------------------------------------------------- linearisation error
+# ---------------------------------------------------------------------------------------------- linearization error
 
 
 @dataclass
@@ -35,7 +34,7 @@ class LinearityProfile:
 
     @property
     def relative_error(self) -> Tensor:
-        """error / change: 0 means the linearisation predicts the change exactly (0 where both vanish)."""
+        """error / change: 0 means the linearization predicts the change exactly (0 where both vanish)."""
         return torch.where(self.change > 0, self.error / self.change, torch.zeros_like(self.error))
 
     def radius(self, tol: float = 0.1) -> float:
@@ -55,14 +54,14 @@ class LinearityProfile:
 
     def change_at(self, t: float) -> float:
         """||f(x + t v) - f(x)|| at step length t, interpolated linearly in log t between the measured steps."""
-        return float(np.interp(np.log(t), self.ts.log().numpy(), self.change.numpy()))
+        return log_interp(t, self.ts, self.change)
 
 
 def linearization_profile(
     model, x: Tensor, v: Tensor, ts: Tensor | None = None, *, jac: Tensor | None = None,
     dtype: torch.dtype | None = None, batch_size: int = 32,
 ) -> LinearityProfile:
-    """Change and linearisation error of f along the unit direction v / ||v|| for each t in ``ts``.
+    """Change and linearization error of f along the unit direction v / ||v|| for each t in ``ts``.
 
     J v comes from ``jac`` (a (D, P) Jacobian) when given, else from one forward-mode product. All t go through
     batched forwards with x itself. No clamping to [0, 1]: this probes the function, not valid images.
@@ -77,7 +76,7 @@ def linearization_profile(
 
 
 def linear_region_radius(model, x: Tensor, v: Tensor, tol: float = 0.1, ts: Tensor | None = None, **kw) -> float:
-    """Largest step t along unit v for which the relative linearisation error stays below ``tol`` (see radius)."""
+    """Largest step t along unit v for which the relative linearization error stays below ``tol`` (see radius)."""
     return linearization_profile(model, x, v, ts, **kw).radius(tol)
 
 
@@ -90,9 +89,9 @@ class Walk:
 
     steps: list[int]  # step index of each checkpoint (0 = start)
     images: Tensor  # (C, 3, H, W) in [0, 1]
-    pixel_l2: Tensor  # ||x - x0||_2 over all 3HW values, pixels in [0, 1] (the unit of step_size)
-    pixel_linf: Tensor  # max |x - x0| in units of 1/255
-    pixel_l1: Tensor  # mean |x - x0| in units of 1/255 (the authors' "pixel L1 distance")
+    pixel_l2_255: Tensor  # ||x - x0||_2 over all 3HW values, in units of 1/255
+    pixel_linf_255: Tensor  # max |x - x0| in units of 1/255
+    pixel_l1_255: Tensor  # mean |x - x0| in units of 1/255 (the authors' "pixel L1 distance")
     psnr: Tensor  # dB, peak 1 (inf at the start)
     embed_l2: Tensor  # ||f(x) - f(x0)||_2
     embed_cos: Tensor  # cos(f(x), f(x0))
@@ -103,7 +102,7 @@ class Walk:
 def _correct(model, x: Tensor, f0: Tensor, spec: Spectrum, steps: int, damping: float = 0.05) -> Tensor:
     """Damped Gauss-Newton steps x -= V^T diag(s / (s^2 + (damping s_max)^2)) U^T (f(x) - f0).
 
-    A gradient step preconditioned by the current linearisation: it undoes drift along the large singular
+    A gradient step preconditioned by the current linearization: it undoes drift along the large singular
     directions in one step where plain gradient descent would crawl, while the damping keeps steps along
     tiny singular values (1 / s) from overshooting out of the linear region.
     """
@@ -170,8 +169,8 @@ def null_space_walk(
     delta = images - x0.cpu()  # (C, 3, H, W)
     fs, f0 = torch.stack(record["f"]).cpu(), f0.cpu()  # (C, D), (D,)
     return Walk(
-        steps=record["steps"], images=images, pixel_l2=delta.flatten(1).norm(dim=1),
-        pixel_linf=metrics.linf_255(delta), pixel_l1=metrics.l1_255(delta), psnr=metrics.psnr(images, x0.cpu()),
+        steps=record["steps"], images=images, pixel_l2_255=metrics.l2_255(delta),
+        pixel_linf_255=metrics.linf_255(delta), pixel_l1_255=metrics.l1_255(delta), psnr=metrics.psnr(images, x0.cpu()),
         embed_l2=(fs - f0).norm(dim=1), embed_cos=metrics.cosine(fs, f0.expand_as(fs)), embed_norm=float(f0.norm()),
         relinearizations=relinearizations,
     )

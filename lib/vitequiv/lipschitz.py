@@ -1,6 +1,6 @@
 """Directional Lipschitz estimates L(x, v, eps) = ||f(x + eps v) - f(x)|| / eps and the exact ||J v|| they approach.
 
-As the same group defines it: v is a unit pixel direction (we normalise whatever is passed), eps sweeps from
+As the same group defines it: v is a unit pixel direction (we normalize whatever is passed), eps sweeps from
 1e-1 down to tiny values. For small eps the estimate converges to the directional derivative ||J v|| until
 floating-point rounding takes over: in float32, x + eps v rounds back to x once eps is below ~1e-7 and the
 estimate collapses to 0 (or blows up on rounding noise). ``dtype=torch.float64`` pushes that limit to ~1e-15.
@@ -18,35 +18,44 @@ import torch
 from torch import Tensor
 
 from .jacobians import Spectrum, as_batch, jvp, with_dtype
+from .models import embed_batched
 
 DEFAULT_EPS = torch.logspace(-1, -12, 23, dtype=torch.float64)  # 1e-1 ... 1e-12, half-decade steps
 
 
 def unit(v: Tensor) -> Tensor:
-    """``v`` scaled to unit L2 norm over all its pixels (one direction), or per row for a batch (n, 3, H, W)."""
-    if v.dim() == 4:
-        return v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    return v / v.norm()
+    """``v`` scaled to unit L2 norm over all its pixels (one direction), or per row for a batch (n, 3, H, W).
+
+    A zero or non-finite direction has no unit vector: ValueError.
+    """
+    norms = v.flatten(1).norm(dim=1) if v.dim() == 4 else v.norm().reshape(1)  # (n,) or (1,)
+    if not torch.isfinite(norms).all() or (norms == 0).any():
+        bad = int(torch.nonzero(~torch.isfinite(norms) | (norms == 0))[0])
+        raise ValueError(f"direction {bad} has norm {float(norms[bad]):g}: a direction must be finite and non-zero")
+    return v / norms.view(-1, 1, 1, 1) if v.dim() == 4 else v / norms[0]
 
 
-def embed_many(model, xs: Tensor, batch_size: int) -> Tensor:
-    """Embeddings (n, D) of images xs (n, 3, H, W), ``batch_size`` at a time, without a graph, in xs's dtype."""
-    with torch.no_grad():
-        return torch.cat([model.embed(xs[i:i + batch_size]) for i in range(0, len(xs), batch_size)])  # (n, D)
+def check_eps(eps: Tensor) -> Tensor:
+    """``eps`` (E,) as given, or a ValueError unless every step length is finite and > 0."""
+    if eps.dim() != 1 or len(eps) == 0:
+        raise ValueError(f"eps must be a non-empty 1-D sequence of step lengths, got shape {tuple(eps.shape)}")
+    if not (torch.isfinite(eps) & (eps > 0)).all():
+        raise ValueError(f"every eps must be finite and > 0, got {eps.tolist()}")
+    return eps
 
 
 def directional_lipschitz(
     model, x: Tensor, v: Tensor, eps: Sequence[float] | Tensor | None = None, *,
     dtype: torch.dtype | None = None, batch_size: int = 32,
 ) -> Tensor:
-    """L(x, v, eps) = ||f(x + eps v) - f(x)|| / eps for each eps (default :data:`DEFAULT_EPS`), v normalised.
+    """L(x, v, eps) = ||f(x + eps v) - f(x)|| / eps for each eps (default :data:`DEFAULT_EPS`), v normalized.
 
     All eps go through one batched forward (in chunks of ``batch_size``) together with x itself. ``dtype``
     evaluates a cast copy of the model (e.g. float64). No clamping to [0, 1]: this probes f, not images.
     Returns (len(eps),) in the computation dtype.
     """
     model, x = with_dtype(model, as_batch(x), dtype)
-    eps = torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device)  # (E,)
+    eps = check_eps(torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device))  # (E,)
     return changes_along(model, x, v, eps, batch_size).norm(dim=1) / eps
 
 
@@ -56,8 +65,15 @@ def changes_along(model, x: Tensor, v: Tensor, ts: Tensor, batch_size: int = 32)
     x (1, 3, H, W) and ``ts`` in the computation dtype; no clamping to [0, 1] (this probes f, not images).
     """
     v = unit(v.to(x.dtype)).reshape(x.shape)
-    out = embed_many(model, torch.cat([x, x + ts.view(-1, 1, 1, 1) * v]), batch_size)  # (1 + T, D)
+    out = embed_batched(model, torch.cat([x, x + ts.view(-1, 1, 1, 1) * v]), batch_size)  # (1 + T, D)
     return out[1:] - out[:1]
+
+
+def log_interp(at: float, xs: Sequence[float] | Tensor, ys: Sequence[float] | Tensor) -> float:
+    """y at ``at``, interpolated linearly in log x between measured points (xs > 0 in any order)."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    order = np.argsort(xs)
+    return float(np.interp(np.log(at), np.log(xs[order]), ys[order]))
 
 
 def breakdown_eps(eps: Sequence[float], L: Sequence[float], exact: float, tol: float = 0.1) -> float:
@@ -107,21 +123,24 @@ def sampled_lipschitz(
     batch_size: int = 32,
 ) -> Tensor:
     """L(x, v, eps) for each row v of ``directions`` (n, 3, H, W), batched: (n,)."""
+    check_eps(torch.tensor([float(eps)]))
     model, x = with_dtype(model, as_batch(x), dtype)
-    f0 = embed_many(model, x, 1)  # (1, D)
-    out = embed_many(model, x + eps * unit(directions.to(x.dtype)), batch_size) - f0  # (n, D)
+    f0 = embed_batched(model, x, 1)  # (1, D)
+    out = embed_batched(model, x + eps * unit(directions.to(x.dtype)), batch_size) - f0  # (n, D)
     return out.norm(dim=1) / eps
 
 
 def sampled_lipschitz_max(
-    model, x: Tensor, n_directions: int = 64, eps: float = 1e-2, *, seed: int = 0,
+    model, x: Tensor, n_random: int = 64, eps: float = 1e-2, *, seed: int = 0,
     dtype: torch.dtype | None = None, batch_size: int = 32,
 ) -> float:
-    """Max of L(x, v, eps) over ``n_directions`` random Gaussian unit directions: a local Lipschitz estimate.
+    """Max of L(x, v, eps) over ``n_random`` random Gaussian unit directions: a local Lipschitz estimate.
 
     A lower bound on the local constant s_max = ||J||_2 (up to O(eps)); a loose one in high dimension, since
     random directions barely touch the D-dimensional normal space (compare with ``top_directions``).
     """
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
+        raise ValueError(f"n_random must be a positive integer, got {n_random!r}")
     x = as_batch(x)
-    dirs = random_directions(n_directions, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)
+    dirs = random_directions(n_random, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)
     return float(sampled_lipschitz(model, x, dirs, eps, dtype=dtype, batch_size=batch_size).max())

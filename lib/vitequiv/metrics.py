@@ -1,9 +1,9 @@
 """Image and embedding metrics, batched over the leading dimension B.
 
 Conventions: images are (B, 3, H, W) floats in [0, 1]. Perturbation sizes are reported in 1/255 units (one
-8-bit grey level), the unit adversarial-example papers quote budgets in. Every function returns a torch tensor
-of shape (B,) on the input's device, except :func:`ssim`, which goes through scikit-image and returns a NumPy
-array of shape (B,).
+8-bit gray level), the unit adversarial-example papers quote budgets in. Every function returns a torch tensor
+of shape (B,) on the input's device, except :func:`ssim` (through scikit-image) and :func:`cosine_matrix`,
+which return NumPy arrays.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-LEVELS = 255  # 8-bit grey levels above black
+LEVELS = 255  # 8-bit gray levels above black
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -26,7 +26,7 @@ def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Structural similarity (scikit-image, default 7x7 window, data_range 1, colour channels), shape (B,)."""
+    """Structural similarity (scikit-image, default 7x7 window, data_range 1, color channels), shape (B,)."""
     xs = x.detach().cpu().double().numpy()  # (B, 3, H, W)
     ys = y.detach().cpu().double().numpy()  # (B, 3, H, W)
     return np.array([structural_similarity(a, b, channel_axis=0, data_range=1.0) for a, b in zip(xs, ys)])
@@ -56,3 +56,20 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def quantize_8bit(x: torch.Tensor) -> torch.Tensor:
     """Round images in [0, 1] to the nearest k/255, i.e. what saving them as 8-bit PNG keeps."""
     return torch.round(x.clamp(0, 1) * LEVELS) / LEVELS  # (B, 3, H, W)
+
+
+def cosine_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> np.ndarray:
+    """Cosine similarity of every row of ``a`` (N, D) with every row of ``b`` (M, D; default ``a``): (N, M) array."""
+    b = a if b is None else b
+    a, b = F.normalize(a.detach().double(), dim=1), F.normalize(b.detach().double(), dim=1)
+    return (a @ b.T).cpu().numpy()  # (N, M)
+
+
+# "Visually indistinguishable", fixed before any run: every verdict on imperceptibility in the suite uses these.
+INDISTINGUISHABLE_PSNR = 40.0  # dB against the source
+INDISTINGUISHABLE_SSIM = 0.98
+
+
+def indistinguishable(psnr_db, ssim_value) -> np.ndarray:
+    """(B,) bool: PSNR >= :data:`INDISTINGUISHABLE_PSNR` and SSIM >= :data:`INDISTINGUISHABLE_SSIM`."""
+    return (np.asarray(psnr_db) >= INDISTINGUISHABLE_PSNR) & (np.asarray(ssim_value) >= INDISTINGUISHABLE_SSIM)

@@ -2,80 +2,42 @@
 
 For anything with ``embed(x)`` ((B, 3, H, W) in [0, 1] -> (B, D)) this module measures
 
-- :func:`matching_measurements`: how cheaply a source photo is moved onto a target photo's embedding (steps,
-  time) and how small the change is (L-inf / L2 in 1/255 units, PSNR) at cosine >= 0.99 (the paper's
-  criterion) and at a relative residual ||f(x) - f(x_tg)|| <= ``rel`` ||f(x0) - f(x_tg)|| (a criterion that
-  stays meaningful for models whose embeddings of different photos are already nearly parallel, such as a
-  randomly initialised ViT);
-- :func:`jacobian_measurements`: the Jacobian d f / d x at a photo: numerical and effective rank, null-space
-  fraction, top singular value (also relative to ||f(x)||), and the directional Lipschitz estimate
-  ||f(x + eps v) - f(x)|| / eps along the top right-singular direction vs random unit directions;
-- :func:`structure_row`: both, aggregated into one plain dict (a table row).
+- :func:`matching_measurements` -> :class:`MatchingSummary`: how cheaply a source photo is moved onto a target
+  photo's embedding (steps, time) and how small the change is (L-inf / L2 in 1/255 units, PSNR) at cosine >=
+  ``stop_cos`` (the paper's criterion) and at a relative residual ||f(x) - f(x_tg)|| <= ``rel``
+  ||f(x0) - f(x_tg)|| (a criterion that stays meaningful for models whose embeddings of different photos are
+  already nearly parallel, such as a randomly initialized ViT);
+- :func:`jacobian_measurements` -> :class:`JacobianSummary`: the Jacobian d f / d x at a photo: numerical and
+  effective rank, null-space fraction, top singular value (also relative to ||f(x)||), and the directional
+  Lipschitz estimate ||f(x + eps v) - f(x)|| / eps along the top right-singular direction vs random directions;
+- :func:`structure_row` -> :class:`StructureRow`: both for one model, and :func:`structure_table`, rows of them
+  as a table whose column names (:data:`DISPLAY_NAMES`) are defined here, once.
 
-:class:`BlockEmbedding` turns an :class:`~vitequiv.models.EmbeddingModel` into the model "CLS token after block
-k, through the final norm", so the same measurements run per block.
+Per block: wrap the model in :class:`vitequiv.models.BlockEmbedding`.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from . import jacobians as jac
-from . import metrics
 from .lipschitz import directional_lipschitz, random_directions, sampled_lipschitz
-from .matching import Adam, StepRule, StopRule, match_embeddings
-from .models import forward_attribute
-
-
-# ------------------------------------------------------------------------------------------ per-block model
-
-
-class BlockEmbedding(nn.Module):
-    """``embed(x)``: the CLS token (B, C) after transformer block ``block`` of ``model``, through the final norm.
-
-    The same features as ``model.block_embeddings(x, indices=[block])[0]``, computed with timm's
-    ``forward_intermediates(..., stop_early=True)`` so that blocks after ``block`` are not run (the forward
-    costs (block + 1) / depth of the full model's). For ViTs with a CLS-token head (DINOv2, DeiT, ViT),
-    the last block's embedding equals ``model.embed``; for CLIP towers (projected) or average-pooled heads it is
-    the normed CLS token before the head, not the model's embedding. Differentiable w.r.t. the pixels.
-    """
-
-    def __init__(self, model, block: int) -> None:
-        super().__init__()
-        depth = len(model.backbone.blocks)
-        if not -depth <= block < depth:
-            raise IndexError(f"block {block} out of range for a {depth}-block model")
-        self.model = model
-        self.block = block % depth
-        self.depth = depth
-        self.name = f"{model.name} [block {self.block}]"
-        self.embed_dim = model.backbone.num_features
-
-    def __getattr__(self, name: str):  # mean, std, device, input_size of the wrapped model
-        return forward_attribute(self, name)
-
-    def embed(self, x: Tensor) -> Tensor:
-        (_, prefix), = self.model.backbone.forward_intermediates(
-            self.model.normalize(x), indices=[self.block], return_prefix_tokens=True, norm=True,
-            output_fmt="NLC", intermediates_only=True, stop_early=True,
-        )
-        return prefix[:, 0]  # (B, C)
-
-    forward = embed
-
-    def __repr__(self) -> str:
-        return f"BlockEmbedding({self.model.name!r}, block={self.block} of {self.depth})"
-
+from .matching import Adam, StepRule, match_embeddings
 
 # ------------------------------------------------------------------------------------------------- pairs
 
 
 def pair_indices(n_images: int, n_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n_pairs`` (source, target) index pairs among ``n_images``, source != target, seeded, no repeated pair."""
+    if n_images < 2 or n_pairs < 1:
+        raise ValueError(f"need at least 2 images and 1 pair, got n_images={n_images}, n_pairs={n_pairs}")
     rng = np.random.default_rng(seed)
     all_pairs = [(i, j) for i in range(n_images) for j in range(n_images) if i != j]
     chosen = rng.choice(len(all_pairs), size=min(n_pairs, len(all_pairs)), replace=False)
@@ -86,21 +48,43 @@ def pair_indices(n_images: int, n_pairs: int, seed: int = 0) -> tuple[np.ndarray
 # ------------------------------------------------------------------------------------------------- matching
 
 
+@dataclass(frozen=True)
+class MatchingSummary:
+    """Medians over the pairs that met a criterion (NaN if none did); fractions over all pairs.
+
+    ``*_cos``: at the first step with cosine >= stop_cos; ``*_rel``: at the first step with relative residual <=
+    rel; ``final_*``: at each pair's last image (both criteria met, or the step cap). Sizes in 1/255 units.
+    """
+
+    pairs: int
+    cos0: float  # cosine of f(x0) and f(x_tg) before matching
+    reach_cos: float
+    reach_rel: float
+    steps_cos: float
+    steps_rel: float
+    linf_cos: float
+    l2_cos: float
+    psnr_cos: float
+    linf_rel: float
+    l2_rel: float
+    psnr_rel: float
+    final_cos: float
+    final_rel: float
+    final_linf: float
+    final_psnr: float
+    final_steps: float
+    s_per_pair: float  # mean wall time per pair
+    survives_8bit: float  # fraction whose 8-bit rounded last image keeps cosine >= stop_cos
+
+
 def matching_measurements(
-    model, sources: Tensor, targets: Tensor, *, cos: float = 0.99, rel: float = 0.15, max_steps: int = 200,
-    step_rule: StepRule | None = None, progress: bool = False,
-) -> tuple[dict, list]:
-    """Match each source (B, 3, H, W) to its target image; return (summary dict, one MatchResult per pair).
+    model, sources: Tensor, targets: Tensor, *, stop_cos: float = 0.99, rel: float = 0.15, max_steps: int = 200,
+    step_rule: StepRule | str | None = None, progress: bool = False,
+) -> tuple[MatchingSummary, list]:
+    """Match each source (B, 3, H, W) to its target image; return the summary and one MatchResult per pair.
 
     Each pair runs alone (``match_embeddings``, ``Adam(lr=1/255)`` by default) until it has reached both
-    cosine >= ``cos`` and relative residual ||f(x) - f(x_tg)|| <= ``rel`` ||f(x0) - f(x_tg)||, or
-    ``max_steps``. From its history: the first step at which each criterion holds, and the perturbation
-    there. Summary (medians over the pairs that got there; fractions over all pairs): ``cos0`` (median initial
-    cosine), ``reach_cos`` / ``reach_rel`` (fractions), ``steps_cos`` / ``steps_rel``, ``linf_cos`` / ``l2_cos`` /
-    ``psnr_cos`` (at the cosine criterion), ``linf_rel`` / ``l2_rel`` / ``psnr_rel``; at each pair's last image
-    (both criteria met, or the step cap) ``final_cos``, ``final_rel``, ``final_linf``, ``final_psnr``,
-    ``final_steps`` (medians, defined even when a criterion was not reached); ``s_per_pair`` (mean wall time),
-    ``survives_8bit`` (fraction whose 8-bit rounded last image keeps cosine >= ``cos``).
+    cosine >= ``stop_cos`` and relative residual <= ``rel``, or ``max_steps``.
     """
     with torch.no_grad():
         t = model.embed(targets)  # (B, D)
@@ -108,114 +92,201 @@ def matching_measurements(
     rule = step_rule or Adam(lr=1 / 255)
     results, per_pair = [], []
     for i in range(len(d0)):
-        stop = StopRule(cos=cos, dist2=float((rel * d0[i]) ** 2))
-        r = match_embeddings(model, sources[i:i + 1], t[i:i + 1], step_rule=rule, max_steps=max_steps, stop=stop,
-                             progress=progress)
+        r = match_embeddings(model, sources[i:i + 1], t[i:i + 1], step_rule=rule, max_steps=max_steps,
+                             stop_cos=stop_cos, stop_dist2=float((rel * d0[i]) ** 2), progress=progress)
         h = {k: v[:, 0] for k, v in r.history.items()}  # each (T,)
-        entry = {"cos0": h["cosine"][0], "final_steps": int(r.steps[0]), "s": r.elapsed_s,
-                 "survives_8bit": bool(r.quantized_cosine[0] >= cos)}
         last = int(r.steps[0])
-        entry |= {"final_cos": h["cosine"][last], "final_rel": h["emb_l2"][last] / d0[i],
-                  "final_linf": h["linf_255"][last], "final_psnr": h["psnr"][last]}
-        for tag, hit in (("cos", h["cosine"] >= cos), ("rel", h["emb_l2"] <= rel * d0[i])):
+        entry = {"cos0": h["cosine"][0], "final_steps": last, "s_per_pair": r.elapsed_s,
+                 "survives_8bit": float(r.quantized_cosine[0] >= stop_cos), "final_cos": h["cosine"][last],
+                 "final_rel": h["embed_l2"][last] / d0[i], "final_linf": h["linf_255"][last],
+                 "final_psnr": h["psnr"][last]}
+        for tag, hit in (("cos", h["cosine"] >= stop_cos), ("rel", h["embed_l2"] <= rel * d0[i])):
             k = int(np.argmax(hit)) if hit.any() else -1
             entry[f"steps_{tag}"] = k if k >= 0 else np.nan
             for key, name in (("linf_255", "linf"), ("l2_255", "l2"), ("psnr", "psnr")):
                 entry[f"{name}_{tag}"] = h[key][k] if k >= 0 else np.nan
         results.append(r)
         per_pair.append(entry)
-    summary = {"pairs": len(d0)}
-    for key in per_pair[0]:
+
+    def median(key: str) -> float:
         values = np.array([e[key] for e in per_pair], dtype=float)
-        if key == "s":
-            summary["s_per_pair"] = float(values.mean())
-        elif key == "survives_8bit":
-            summary[key] = float(values.mean())
-        else:
-            summary[key] = float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
-        if key.startswith("steps_"):
-            summary[f"reach_{key[6:]}"] = float(np.isfinite(values).mean())
+        return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+
+    def reached(key: str) -> float:
+        return float(np.mean([np.isfinite(e[key]) for e in per_pair]))
+
+    fields = {f.name for f in dataclasses.fields(MatchingSummary)} - {"pairs", "reach_cos", "reach_rel", "s_per_pair",
+                                                                     "survives_8bit"}
+    summary = MatchingSummary(
+        pairs=len(d0), reach_cos=reached("steps_cos"), reach_rel=reached("steps_rel"),
+        s_per_pair=float(np.mean([e["s_per_pair"] for e in per_pair])),
+        survives_8bit=float(np.mean([e["survives_8bit"] for e in per_pair])), **{k: median(k) for k in fields},
+    )
     return summary, results
 
 
 # ------------------------------------------------------------------------------------------------- Jacobian
 
 
+@dataclass(frozen=True)
+class JacobianSummary:
+    """The Jacobian at one image (or the mean over several, see :func:`structure_row`).
+
+    ``rank`` and ``entropy_rank`` are NaN for the matrix-free ``topk`` method, whose ``null_fraction`` is the
+    dimension-count lower bound 1 - D/P. ``eps``, ``lipschitz_top`` and ``lipschitz_random`` are aligned: the
+    directional Lipschitz estimate along the top right-singular direction, and its mean over random unit
+    directions, at each step length eps.
+    """
+
+    D: int
+    P: int
+    rank: float
+    null_fraction: float
+    entropy_rank: float
+    s_max: float
+    s_max_rel: float  # s_max / ||f(x)||: relative gain per unit pixel step
+    s_ratio_10: float  # s_10 / s_1
+    method: str
+    seconds: float
+    eps: tuple[float, ...]
+    lipschitz_top: tuple[float, ...]
+    lipschitz_random: tuple[float, ...]
+
+    def lipschitz_ratio(self, eps: float) -> float:
+        """L(top) / mean L(random) at step length ``eps`` (one of ``self.eps``)."""
+        if eps not in self.eps:
+            raise KeyError(f"eps {eps:g} was not measured; measured: {', '.join(f'{e:g}' for e in self.eps)}")
+        i = self.eps.index(eps)
+        return self.lipschitz_top[i] / self.lipschitz_random[i]
+
+
 def jacobian_measurements(
     model, x: Tensor, *, method: str = "full", k: int = 16, eps: Sequence[float] = (1e-3,), n_random: int = 4,
-    seed: int = 0, chunk_size: int = 16, lipschitz_dtype: torch.dtype | None = torch.float64,
-) -> tuple[dict, np.ndarray]:
-    """Jacobian structure at one image ``x`` (1, 3, H, W); return (summary dict, singular values).
+    seed: int = 0, batch_size: int = 16, lipschitz_dtype: torch.dtype | None = torch.float64,
+) -> tuple[JacobianSummary, np.ndarray]:
+    """Jacobian structure at one image ``x`` (1, 3, H, W); return the summary and the singular values.
 
-    ``method="full"``: the whole (D, P) Jacobian (:func:`vitequiv.jacobian`, cost about D/chunk
-    backward passes) and its complete spectrum: ``rank`` (numerical, rtol 1e-5), ``null_fraction`` = 1 - rank/P,
-    ``entropy_rank`` (Roy & Vetterli effective rank). ``method="topk"``: only the top ``k`` singular triplets,
-    matrix-free (:func:`vitequiv.top_spectrum`); rank entries are NaN and ``null_fraction`` is the
-    dimension-count lower bound 1 - D/P. Both: ``s_max``, ``s_max_rel`` = s_max / ||f(x)|| (relative gain per
-    unit pixel step), ``s_ratio_10`` = s_10 / s_1, and for each eps the directional Lipschitz estimates
-    ``L_top@eps`` (top right-singular direction) and ``L_rand@eps`` (mean over ``n_random`` random unit
-    directions, seeded) and their ratio ``L_ratio@eps``, evaluated on a copy of the model cast to
+    ``method="full"``: the whole (D, P) Jacobian (:func:`vitequiv.jacobian`, about D/batch_size backward passes)
+    and its complete spectrum; ``method="topk"``: only the top ``k`` singular triplets, matrix-free
+    (:func:`vitequiv.top_spectrum`). The Lipschitz estimates run on a copy of the model cast to
     ``lipschitz_dtype`` (float64 by default: a float32 embedding cannot resolve the tiny changes along random
-    directions at small eps).
+    directions at small eps), over ``n_random`` seeded random directions.
     """
+    if method not in ("full", "topk"):
+        raise ValueError(f"method must be 'full' or 'topk', got {method!r}")
     x = jac.as_batch(x)
     start = time.perf_counter()
     with torch.no_grad():
         f_norm = float(torch.linalg.vector_norm(model.embed(x)[0]))
     if method == "full":
-        J = jac.jacobian(model, x, chunk_size=chunk_size)  # (D, P)
-        spec = jac.spectrum(J, tuple(x.shape[1:]))
-        del J
-        row = {"rank": spec.rank(), "null_fraction": spec.null_fraction(), "entropy_rank": spec.entropy_rank()}
-    elif method == "topk":
-        spec = jac.top_spectrum(model, x, k, seed=seed)
-        D = spec.U.shape[0]
-        row = {"rank": float("nan"), "null_fraction": 1 - D / spec.num_pixels, "entropy_rank": float("nan")}
+        spec = jac.spectrum(jac.jacobian(model, x, batch_size=batch_size), tuple(x.shape[1:]))
+        rank, null, entropy = spec.rank(), spec.null_fraction(), spec.entropy_rank()
     else:
-        raise ValueError(f"method must be 'full' or 'topk', got {method!r}")
+        spec = jac.top_spectrum(model, x, k, seed=seed)
+        rank, null, entropy = float("nan"), 1 - spec.U.shape[0] / spec.num_pixels, float("nan")
     s = spec.s.double().cpu().numpy()
-    row |= {"D": spec.U.shape[0], "P": spec.num_pixels, "s_max": float(s[0]), "s_max_rel": float(s[0] / f_norm),
-            "s_ratio_10": float(s[min(9, len(s) - 1)] / s[0]), "jacobian_method": method,
-            "jacobian_s": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
     top = spec.V[0].reshape(x.shape[1:])  # (3, H, W), unit length
     rand = random_directions(n_random, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)  # (n, 3, H, W)
-    eps = [float(e) for e in eps]
+    eps = tuple(float(e) for e in eps)
     lmodel, lx = jac.with_dtype(model, x, lipschitz_dtype)
     top_l = directional_lipschitz(lmodel, lx, top, eps).double().cpu().numpy()  # (E,)
     rand_l = [float(sampled_lipschitz(lmodel, lx, rand, e).mean()) for e in eps]  # (E,): mean over the directions
-    del lmodel
-    for e, lt, lr in zip(eps, top_l, rand_l):
-        row |= {f"L_top@{e:g}": float(lt), f"L_rand@{e:g}": float(lr), f"L_ratio@{e:g}": float(lt / lr)}
-    return row, s
+    summary = JacobianSummary(
+        D=spec.U.shape[0], P=spec.num_pixels, rank=float(rank), null_fraction=float(null), entropy_rank=float(entropy),
+        s_max=float(s[0]), s_max_rel=float(s[0] / f_norm), s_ratio_10=float(s[min(9, len(s) - 1)] / s[0]),
+        method=method, seconds=seconds, eps=eps, lipschitz_top=tuple(float(v) for v in top_l),
+        lipschitz_random=tuple(rand_l),
+    )
+    return summary, s
+
+
+def mean_summary(summaries: Sequence[JacobianSummary]) -> JacobianSummary:
+    """Field-wise mean of Jacobian summaries at several images of one model (method and eps must agree)."""
+    first = summaries[0]
+    if any(j.method != first.method or j.eps != first.eps for j in summaries):
+        raise ValueError("Jacobian summaries to average must share method and eps")
+    values = {}
+    for f in dataclasses.fields(JacobianSummary):
+        items = [getattr(j, f.name) for j in summaries]
+        if f.name in ("method", "eps", "D", "P"):
+            values[f.name] = items[0]
+        elif isinstance(items[0], tuple):
+            values[f.name] = tuple(float(v) for v in np.mean(items, axis=0))
+        else:
+            values[f.name] = float(np.mean(items))
+    return JacobianSummary(**values)
 
 
 # ------------------------------------------------------------------------------------------------- one row
 
 
+@dataclass(frozen=True)
+class StructureRow:
+    """One model's (or one block's) matching and Jacobian measurements, and its singular values per image."""
+
+    model: str
+    matching: MatchingSummary | None
+    jacobian: JacobianSummary
+    spectra: dict[int, np.ndarray] = field(default_factory=dict)  # image index -> singular values
+    labels: dict[str, object] = field(default_factory=dict)  # e.g. {"block": 3}: extra table columns
+
+
 def structure_row(
     model, images: Tensor, *, pairs: tuple[Sequence[int], Sequence[int]] | None = None,
     jacobian_images: Sequence[int] = (0,), match_kwargs: dict | None = None, jacobian_kwargs: dict | None = None,
-    jacobian_model=None, jacobian_inputs: Tensor | None = None,
-) -> tuple[dict, dict[int, np.ndarray]]:
+    jacobian_model=None, jacobian_inputs: Tensor | None = None, label: str | None = None, **labels,
+) -> StructureRow:
     """Matching (on ``pairs`` = (source indices, target indices) into ``images``; skipped when None) and
-    Jacobian measurements (averaged over ``jacobian_images``) in one dict; also the singular values per image.
+    Jacobian measurements (averaged over ``jacobian_images``) of one model.
 
     ``jacobian_model`` / ``jacobian_inputs`` let the Jacobian part run on a cheaper stand-in (e.g. the same
-    weights at a smaller image size); default: ``model`` and ``images``.
+    weights at a smaller image size); default: ``model`` and ``images``. ``label`` names the row (default: the
+    model's name); other keyword arguments become extra columns (e.g. ``block=3``).
     """
-    row: dict = {"model": getattr(model, "name", type(model).__name__)}
+    matching = None
     if pairs is not None:
         src, tgt = (list(p) for p in pairs)
-        summary, _ = matching_measurements(model, images[src], images[tgt], **(match_kwargs or {}))
-        row |= {f"match_{k}": v for k, v in summary.items()}
+        matching, _ = matching_measurements(model, images[src], images[tgt], **(match_kwargs or {}))
     jm = jacobian_model if jacobian_model is not None else model
     ji = jacobian_inputs if jacobian_inputs is not None else images
-    rows, spectra = [], {}
+    summaries, spectra = [], {}
     for i in jacobian_images:
-        r, s = jacobian_measurements(jm, ji[i:i + 1], **(jacobian_kwargs or {}))
-        rows.append(r)
-        spectra[i] = s
-    for key in rows[0]:
-        values = [r[key] for r in rows]
-        row[key] = values[0] if isinstance(values[0], str) else float(np.mean(values))
-    return row, spectra
+        summary, spectra[i] = jacobian_measurements(jm, ji[i:i + 1], **(jacobian_kwargs or {}))
+        summaries.append(summary)
+    name = label or getattr(model, "name", type(model).__name__)
+    return StructureRow(name, matching, mean_summary(summaries), spectra, dict(labels))
+
+
+# Column names readers see, for every measurement (tables and figure labels use these, nowhere else).
+DISPLAY_NAMES: dict[str, str] = {
+    "model": "model", "D": "D", "P": "P",
+    "match.cos0": "cos before", "match.reach_cos": "reached cos", "match.steps_cos": "steps to cos",
+    "match.linf_cos": "L-inf at cos (1/255)", "match.psnr_cos": "PSNR at cos (dB)",
+    "match.reach_rel": "reached rel", "match.steps_rel": "steps to rel", "match.linf_rel": "L-inf at rel (1/255)",
+    "match.l2_rel": "L2 at rel (1/255)", "match.psnr_rel": "PSNR at rel (dB)", "match.final_cos": "final cosine",
+    "match.final_rel": "final residual", "match.final_linf": "final L-inf (1/255)",
+    "match.final_psnr": "final PSNR (dB)", "match.final_steps": "steps used", "match.s_per_pair": "s per pair",
+    "rank": "Jacobian rank", "null_fraction": "null fraction", "entropy_rank": "effective rank", "s_max": "s_max",
+    "s_max_rel": "s_max / |f(x)|", "s_ratio_10": "s_10 / s_1", "seconds": "Jacobian s",
+}
+
+
+def lipschitz_column(eps: float) -> str:
+    """The display name of the top/random directional Lipschitz ratio at step length ``eps``."""
+    return f"L top/random @{eps:g}"
+
+
+def structure_table(rows: Sequence[StructureRow]) -> pd.DataFrame:
+    """Rows as a table with :data:`DISPLAY_NAMES` columns (plus each row's extra labels and Lipschitz ratios)."""
+    records = []
+    for row in rows:
+        record: dict[str, object] = {"model": row.model, **row.labels}
+        if row.matching is not None:
+            record |= {DISPLAY_NAMES[f"match.{k}"]: v for k, v in dataclasses.asdict(row.matching).items()
+                       if f"match.{k}" in DISPLAY_NAMES}
+        j = row.jacobian
+        record |= {DISPLAY_NAMES[k]: v for k, v in dataclasses.asdict(j).items() if k in DISPLAY_NAMES}
+        record |= {lipschitz_column(e): j.lipschitz_ratio(e) for e in j.eps}
+        records.append(record)
+    return pd.DataFrame(records)

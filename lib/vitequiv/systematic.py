@@ -1,0 +1,144 @@
+"""The "systematic evaluation" of arXiv 2402.08473: match each image to the embedding of an image of another
+class, and measure how often a downstream model still gives it its source's label (near 0 when predictions
+follow the embedding, as the paper argues they must)."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .downstream import Array, Downstream, as_numpy
+from .matching import check_images
+from .models import EmbeddingModel, embed_batched
+
+
+def other_class_targets(labels: Array, seed: int = 0) -> np.ndarray:
+    """For each image, the index (N,) of a uniformly drawn image of another class; the same for the same seed."""
+    labels = as_numpy(labels).astype(int)  # (N,)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("Systematic evaluation needs images of at least two classes.")
+    rng = np.random.default_rng(seed)
+    return np.array([rng.choice(np.flatnonzero(labels != y)) for y in labels])
+
+
+@dataclass
+class SystematicResult:
+    """Per image i: the source label, the target's index and label, the downstream's probabilities and
+    predictions on the original and on the matched image, and the matched image itself."""
+
+    source_labels: np.ndarray  # (N,)
+    target_indices: np.ndarray  # (N,) into the evaluated images
+    target_labels: np.ndarray  # (N,)
+    clean_proba: np.ndarray  # (N, K) on the originals
+    matched_proba: np.ndarray  # (N, K) on the matched images
+    matched_images: torch.Tensor  # (N, 3, H, W) in [0, 1], on the CPU
+    embedding_cosine: np.ndarray  # (N,) cos(f(matched image), f(target image)): how well matching worked
+    class_names: list[str]
+
+    @property
+    def clean_pred(self) -> np.ndarray:
+        return self.clean_proba.argmax(axis=1)  # (N,)
+
+    def rescored(self, downstream: Downstream, clean_emb: Array, matched_emb: Array) -> SystematicResult:
+        """The same matched images judged by another downstream model, from the embeddings (N, D) of the
+        originals and of the matched images: matching once serves every classifier of the same embedding."""
+        return dataclasses.replace(self, clean_proba=downstream.predict_proba(clean_emb),
+                                   matched_proba=downstream.predict_proba(matched_emb),
+                                   class_names=downstream.class_names)
+
+    @property
+    def matched_pred(self) -> np.ndarray:
+        return self.matched_proba.argmax(axis=1)  # (N,)
+
+    @property
+    def clean_accuracy(self) -> float:
+        return float(np.mean(self.clean_pred == self.source_labels))
+
+    @property
+    def systematic_accuracy(self) -> float:
+        """Accuracy on the matched images w.r.t. the source label: near 0 when predictions follow the embedding."""
+        return float(np.mean(self.matched_pred == self.source_labels))
+
+    @property
+    def follows_embedding(self) -> float:
+        """Fraction of matched images predicted as the target's label."""
+        return float(np.mean(self.matched_pred == self.target_labels))
+
+    @property
+    def follows_target_prediction(self) -> float:
+        """Fraction of matched images given the prediction the target image itself gets (right or wrong)."""
+        return float(np.mean(self.matched_pred == self.clean_pred[self.target_indices]))
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "images": len(self.source_labels),
+            "clean_accuracy": self.clean_accuracy,
+            "systematic_accuracy": self.systematic_accuracy,
+            "follows_embedding": self.follows_embedding,
+            "follows_target_prediction": self.follows_target_prediction,
+            "mean_embedding_cosine": float(self.embedding_cosine.mean()),
+        }
+
+
+MatchFn = Callable[..., Any]  # (model, sources (B,3,H,W), targets, **kwargs) -> object with .images (B,3,H,W)
+
+
+def systematic_evaluation(
+    model: EmbeddingModel,
+    downstream: Downstream,
+    images: torch.Tensor,
+    labels: Array,
+    *,
+    targets: Array | None = None,
+    seed: int = 0,
+    match_fn: MatchFn | None = None,
+    batch_size: int = 32,
+    **match_kwargs,
+) -> SystematicResult:
+    """Match every image (N, 3, H, W) to the embedding of an image of another class and classify both.
+
+    ``targets`` (N,) are indices into ``images``; by default :func:`other_class_targets` with ``seed``. Matching
+    runs ``batch_size`` pairs at a time through ``match_fn`` (default :func:`vitequiv.matching.match_embeddings`,
+    given the target images), with ``match_kwargs`` passed through (e.g. ``step_rule``, ``budget``,
+    ``max_steps``). ``labels`` index ``downstream.class_names``.
+    """
+    if match_fn is None:
+        from .matching import match_embeddings as match_fn
+    check_images(images, "images")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    labels = as_numpy(labels)
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.number):
+        raise ValueError(f"labels must be {len(images)} class indices (one per image), got shape {labels.shape}")
+    labels = labels.astype(int)  # (N,)
+    if labels.min() < 0 or labels.max() >= len(downstream.class_names):
+        raise ValueError(f"labels must index downstream.class_names (0..{len(downstream.class_names) - 1}), got "
+                         f"values {labels.min()}..{labels.max()}")
+    targets = other_class_targets(labels, seed) if targets is None else as_numpy(targets).astype(int)  # (N,)
+    if targets.shape != labels.shape or targets.min() < 0 or targets.max() >= len(labels):
+        raise ValueError(f"targets must be {len(labels)} indices into images, got shape {targets.shape}")
+    if np.any(labels[targets] == labels):
+        raise ValueError("Every target must be an image of another class than its source.")
+    clean = embed_batched(model, images, batch_size)  # (N, D)
+    matched = []
+    for rows in torch.arange(len(labels)).split(batch_size):
+        sources = images[rows].to(model.device)  # (B, 3, H, W)
+        target_images = images[torch.as_tensor(targets[rows.numpy()])].to(model.device)  # (B, 3, H, W)
+        matched.append(match_fn(model, sources, target_images, **match_kwargs).images.detach().cpu())
+    matched_images = torch.cat(matched)  # (N, 3, H, W)
+    matched_emb = embed_batched(model, matched_images, batch_size)  # (N, D)
+    return SystematicResult(
+        source_labels=labels,
+        target_indices=targets,
+        target_labels=labels[targets],
+        clean_proba=downstream.predict_proba(clean),
+        matched_proba=downstream.predict_proba(matched_emb),
+        matched_images=matched_images,
+        embedding_cosine=as_numpy(F.cosine_similarity(matched_emb, clean[torch.as_tensor(targets)], dim=1)),
+        class_names=downstream.class_names,
+    )
