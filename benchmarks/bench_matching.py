@@ -61,7 +61,8 @@ def main() -> list[Row]:
     default = match_embeddings(model, photos, photos.flip(0), progress=False)
     steps = int(default.steps.max())
     return [
-        Row(f"matching step vs bare fwd+bwd (embedded, B={PAIRS})", t_step, t_bare, "ratio <= 1.15", t_step <= 1.15 * t_bare),
+        Row(f"matching step vs bare fwd+bwd (embedded, B={PAIRS})", t_step, t_bare, "ratio <= 1.15",
+            t_step <= 1.15 * t_bare),
         Row(f"{PAIRS} pairs batched vs one at a time, pair-steps/s", batched_rate, single_rate, "ratio >= 3",
             batched_rate >= 3 * single_rate, unit="/s"),
         Row(f"default Adam astronaut<->coffee: steps to cos>=0.99 (cos {default.final['cosine'].min():.3f})",

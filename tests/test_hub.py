@@ -168,7 +168,8 @@ def test_load_model_fails_within_the_default_bound_on_a_silent_endpoint(online, 
 
 
 def test_clip_weights_fail_within_the_bound_on_a_silent_endpoint(online, monkeypatch):
-    clip_tower = vitequiv.load_model("random:vit_base_patch32_clip_224", img_size=32, depth=1, num_classes=512, device="cpu")
+    clip_tower = vitequiv.load_model("random:vit_base_patch32_clip_224", img_size=32, depth=1, num_classes=512,
+                                     device="cpu")
     fake = types.SimpleNamespace(
         get_pretrained_cfg=lambda name, tag: {"hf_hub": "timm/not-cached-vitequiv-test/", "url": ""},
         list_pretrained_tags_by_model=lambda name: ["openai"],

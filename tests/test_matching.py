@@ -45,7 +45,8 @@ class Faulty:
 
 
 def test_adam_drives_tiny_vit_to_target(tiny_model):
-    result = match_embeddings(tiny_model, images(2, 0), images(2, 1), step_rule=Adam(lr=0.01), max_steps=200, progress=False)
+    result = match_embeddings(tiny_model, images(2, 0), images(2, 1), step_rule=Adam(lr=0.01), max_steps=200,
+                              progress=False)
     assert result.converged.all(), result.final["cosine"]
     assert (result.final["cosine"] >= 0.99).all()
     assert result.stopped_by == "converged"
@@ -57,7 +58,8 @@ def test_adam_drives_tiny_vit_to_target(tiny_model):
 def test_targets_as_images_equal_targets_as_embeddings(tiny_model):
     src, tgt = images(2, 0), images(2, 1)
     a = match_embeddings(tiny_model, src, tgt, step_rule=Adam(lr=0.01), max_steps=5, progress=False)
-    b = match_embeddings(tiny_model, src, tiny_model.embed(tgt).detach(), step_rule=Adam(lr=0.01), max_steps=5, progress=False)
+    b = match_embeddings(tiny_model, src, tiny_model.embed(tgt).detach(), step_rule=Adam(lr=0.01), max_steps=5,
+                         progress=False)
     assert torch.equal(a.images, b.images)
 
 
@@ -111,7 +113,8 @@ def test_step_rules_first_step_sizes():
     normed = match_embeddings(model, src, tgt, step_rule=NormalizedGD(lr=0.1), max_steps=1, progress=False)
     assert torch.allclose((normed.images - src).flatten(1).norm(dim=1), torch.tensor(0.1), atol=1e-5)
     adam = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), max_steps=1, progress=False)
-    assert torch.allclose((adam.images - src).abs().amax(), torch.tensor(1e-3), atol=1e-6)  # Adam's first step: lr * sign
+    # Adam's first step: lr * sign
+    assert torch.allclose((adam.images - src).abs().amax(), torch.tensor(1e-3), atol=1e-6)
 
 
 def test_batch_equals_singles(tiny_model):
@@ -164,7 +167,8 @@ def test_nan_raises_named_error(tiny_model):
 
 
 def test_divergence_raises(tiny_model):
-    faulty = Faulty(tiny_model, at=3, pair=0, fault=lambda e: e * 1e4)  # blows up the MSE loss (a cosine loss is blind to it)
+    # blows up the MSE loss (a cosine loss is blind to it)
+    faulty = Faulty(tiny_model, at=3, pair=0, fault=lambda e: e * 1e4)
     with pytest.raises(MatchingError, match="pair 0"):
         match_embeddings(faulty, images(2, 0), tiny_model.embed(images(2, 1)).detach(), step_rule="adam", max_steps=10,
                          progress=False)
@@ -179,7 +183,8 @@ def test_interrupt_returns_partial_result(tiny_model):
             return super().embed(x)
 
     model = Interrupting(tiny_model, at=4, pair=0, fault=lambda e: e)
-    result = match_embeddings(model, images(2, 0), tiny_model.embed(images(2, 1)).detach(), max_steps=10, progress=False)
+    target = tiny_model.embed(images(2, 1)).detach()  # (2, D)
+    result = match_embeddings(model, images(2, 0), target, max_steps=10, progress=False)
     assert result.interrupted and result.steps.tolist() == [3, 3]
     assert result.quantized_cosine is not None
 
@@ -203,7 +208,6 @@ def test_paper_gd_preset_reduces_loss(tiny_model):
 
 
 def test_paper_gd_steps_on_normalized_input():
-    model, x = Linear(), torch.full((1, 3, 32, 32), 0.5)
     grad = torch.ones(1, 3, 4, 4)
     std = torch.tensor([0.5, 0.25, 0.1])
     upd, _ = PaperGD(lr=0.1, input_std=std).update(grad, {})
@@ -269,7 +273,8 @@ def test_min_norm_matches_wherever_adam_does_with_no_larger_change(tiny_model):
     assert adam.converged.any()
     assert ours.converged[adam.converged].all(), (ours.final["cosine"], adam.final["cosine"])
     both = adam.converged & ours.converged
-    assert (ours.final["l2_255"][both] <= adam.final["l2_255"][both]).all(), (ours.final["l2_255"], adam.final["l2_255"])
+    ours_l2, adam_l2 = ours.final["l2_255"], adam.final["l2_255"]
+    assert (ours_l2[both] <= adam_l2[both]).all(), (ours_l2, adam_l2)
 
 
 def test_min_norm_batch_equals_singles(tiny_model):
@@ -286,7 +291,8 @@ def test_gray_sources_stay_gray_in_every_rule(tiny_model, rule):
     gray = images(2, 30)[:, :1].expand(2, 3, 32, 32).contiguous()  # (2, 3, 32, 32), equal channels
     color = images(1, 31)
     src = torch.cat([gray, color])
-    result = match_embeddings(tiny_model, src, images(3, 32), step_rule=rule, max_steps=6, stop_cos=None, progress=False)
+    result = match_embeddings(tiny_model, src, images(3, 32), step_rule=rule, max_steps=6, stop_cos=None,
+                              progress=False)
     delta = result.delta
     assert delta[:2].abs().amax() > 0  # the gray sources did change
     assert torch.equal(delta[:2, 0], delta[:2, 1]) and torch.equal(delta[:2, 0], delta[:2, 2])
@@ -298,7 +304,8 @@ def test_gray_sources_stay_gray_in_every_rule(tiny_model, rule):
 
 def test_history_and_passes_are_consistent(tiny_model):
     src = images(3, 40)
-    target = torch.cat([tiny_model.embed(src[:1]), tiny_model.embed(images(2, 41))]).detach()  # pair 0 is matched at once
+    # pair 0 is matched at once
+    target = torch.cat([tiny_model.embed(src[:1]), tiny_model.embed(images(2, 41))]).detach()  # (3, D)
     result = match_embeddings(tiny_model, src, target, max_steps=5, progress=False)
     passes = result.history["passes"]  # (T, B)
     for i in range(3):

@@ -56,7 +56,8 @@ def test_unknown_name_fails_at_once_with_suggestions():
 
 
 def test_unknown_pretrained_tag_lists_the_tags():
-    with pytest.raises(models.UnknownModelError, match=r"no pretrained tag 'badtag' for 'vit_tiny_patch16_224'.*augreg_in21k"):
+    with pytest.raises(models.UnknownModelError,
+                       match=r"no pretrained tag 'badtag' for 'vit_tiny_patch16_224'.*augreg_in21k"):
         vitequiv.load_model("vit_tiny_patch16_224.badtag")
 
 
@@ -77,7 +78,8 @@ def test_uncached_hub_weights_fail_fast_when_hub_unreachable(monkeypatch, tmp_pa
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     start = time.perf_counter()
-    with pytest.raises(vitequiv.WeightsUnavailableError, match=f"{endpoint} is unreachable: the connection was refused"):
+    with pytest.raises(vitequiv.WeightsUnavailableError,
+                       match=f"{endpoint} is unreachable: the connection was refused"):
         vitequiv.load_model("vit_tiny_patch16_224")
     assert time.perf_counter() - start < 1.0
 
@@ -147,13 +149,15 @@ def test_cuda_index_beyond_the_devices_is_named():
 
 
 def test_timm_model_with_a_size_off_its_patch_grid_is_refused():
-    with pytest.raises(ValueError, match="img_size=40 is not a multiple of the patch size 16 of 'vit_tiny_patch16_224'.*32 or 48"):
+    with pytest.raises(ValueError,
+                       match="img_size=40 is not a multiple of the patch size 16 of 'vit_tiny_patch16_224'.*32 or 48"):
         vitequiv.load_model("random:vit_tiny_patch16_224", img_size=40, depth=1, device="cpu")
 
 
 def test_numpy_ints_are_accepted():
     np = pytest.importorskip("numpy")
-    model = vitequiv.load_model("random:vit_tiny_patch16_224", img_size=np.int64(32), depth=1, device="cpu", seed=np.int32(1))
+    model = vitequiv.load_model("random:vit_tiny_patch16_224", img_size=np.int64(32), depth=1, device="cpu",
+                                seed=np.int32(1))
     assert model.input_size == 32 and isinstance(model.input_size, int)
 
 

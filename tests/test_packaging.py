@@ -20,7 +20,8 @@ def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     listed = {r for r in pip if not r.startswith("-")}
-    assert {_name(r): r for r in listed} == {_name(r): r for r in wanted}, "environment.yml and pyproject.toml drifted apart"
+    assert {_name(r): r for r in listed} == {_name(r): r for r in wanted}, \
+        "environment.yml and pyproject.toml drifted apart"
 
 
 def _committed_notebooks() -> list[Path]:
@@ -52,7 +53,8 @@ def test_suite_notebooks_start_with_a_typed_parameters_cell():
         assert "parameters" in code[0]["metadata"].get("tags", []), f"{path.name}: first code cell is not tagged"
         lines = "".join(code[0]["source"]).splitlines()
         for line in lines:
-            assert re.fullmatch(r"[A-Z][A-Z0-9_]*: (?:[a-z]+|\"[a-z]+ or None\") = .+  # .+", line), f"{path.name}: parameter line {line!r}"
+            assert re.fullmatch(r"[A-Z][A-Z0-9_]*: (?:[a-z]+|\"[a-z]+ or None\") = .+  # .+", line), \
+                f"{path.name}: parameter line {line!r}"
         declared = papermill.inspect_notebook(str(path))
         assert len(declared) == len(lines) and "PROFILE" in declared, path.name
         for name, spec in declared.items():

@@ -72,8 +72,8 @@ def noisy_embeddings(
 
 @torch.no_grad()
 def noise_shift(
-    model, images: Tensor, sigmas_255: Sequence[float], *, n_draws: int = 4, kind: Literal["gaussian", "sign"] = "gaussian",
-    seed: int = 0, batch_size: int = 16, clamp: bool = True,
+    model, images: Tensor, sigmas_255: Sequence[float], *, n_draws: int = 4,
+    kind: Literal["gaussian", "sign"] = "gaussian", seed: int = 0, batch_size: int = 16, clamp: bool = True,
 ) -> np.ndarray:
     """Embedding shift under random noise, shape (N, S): mean over ``n_draws`` of 1 - cos(f(x + n), f(x)).
 

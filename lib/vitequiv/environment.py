@@ -18,5 +18,6 @@ def library_versions() -> dict[str, str]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
-    versions["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    versions["device"] = (torch.cuda.get_device_name() if torch.cuda.is_available()
+                          else f"cpu ({torch.get_num_threads()} threads)")
     return versions

@@ -242,7 +242,8 @@ class ExplorerSession:
         model = self.load_model(config)
         source = self.image(config.source, config.img_size).to(model.device)  # (1, 3, S, S)
         target = self.image(config.target, config.img_size).to(model.device)  # (1, 3, S, S)
-        rule, budget = make_step_rule(config.step_rule, lr=config.lr, model=model), make_budget(config.budget, config.radius_255)
+        rule = make_step_rule(config.step_rule, lr=config.lr, model=model)
+        budget = make_budget(config.budget, config.radius_255)
         self.config, self.target = config, target
 
         def callback(step: int, so_far: MatchResult) -> bool:
@@ -372,7 +373,8 @@ class Explorer:
         self.budget = W.Dropdown(options=list(BUDGETS), value=config.budget, description="budget")
         self.radius = W.FloatText(value=config.radius_255, description="radius /255", disabled=config.budget == "none")
         self.max_steps = W.BoundedIntText(value=config.max_steps, min=1, max=100_000, description="max steps")
-        self.stop_cos = W.BoundedFloatText(value=config.stop_cos, min=0.0, max=1.0, step=0.001, description="stop at cos")
+        self.stop_cos = W.BoundedFloatText(value=config.stop_cos, min=0.0, max=1.0, step=0.001,
+                                           description="stop at cos")
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=config.max_steps, description="progress")
@@ -497,7 +499,8 @@ class Explorer:
             self._clear_images()
         else:
             steps = int(result.steps[0])
-            self._show(result, f"{status_line(steps, result, self.progress.max)} · {STOPPED_BY[result.stopped_by]}", steps)
+            line = f"{status_line(steps, result, self.progress.max)} · {STOPPED_BY[result.stopped_by]}"
+            self._show(result, line, steps)
         if probe is not None:
             rows = "".join(f"<tr><td>{html.escape(q)}</td><td><b>{html.escape(v)}</b></td></tr>"
                            for q, v in probe.rows())

@@ -85,12 +85,16 @@ BUNDLED: dict[str, BundledPhoto] = {
     "cat": BundledPhoto(_skimage("chelsea"), "Chelsea the cat, Stefan van der Walt; CC0 (scikit-image)"),
     "coffee": BundledPhoto(_skimage("coffee"), "Cup of coffee, Rachel Michetti; CC0 (scikit-image)"),
     "rocket": BundledPhoto(_skimage("rocket"), "Falcon 9 launch, SpaceX; public domain (scikit-image)"),
-    "motorcycle_left": BundledPhoto(_skimage("stereo_motorcycle", 0), "Middlebury stereo 2014, left view (scikit-image)"),
-    "motorcycle_right": BundledPhoto(_skimage("stereo_motorcycle", 1), "Middlebury stereo 2014, right view (scikit-image)"),
+    "motorcycle_left": BundledPhoto(_skimage("stereo_motorcycle", 0),
+                                    "Middlebury stereo 2014, left view (scikit-image)"),
+    "motorcycle_right": BundledPhoto(_skimage("stereo_motorcycle", 1),
+                                     "Middlebury stereo 2014, right view (scikit-image)"),
     "camera": BundledPhoto(_skimage("camera"), "Cameraman (gray), scikit-image; CC0"),
-    "hubble": BundledPhoto(_skimage("hubble_deep_field"), "Hubble eXtreme Deep Field, NASA; public domain (scikit-image)"),
+    "hubble": BundledPhoto(_skimage("hubble_deep_field"),
+                           "Hubble eXtreme Deep Field, NASA; public domain (scikit-image)"),
     "retina": BundledPhoto(_skimage("retina"), "Human retina, Häggström & Ericsson; CC0 (scikit-image)"),
-    "cells": BundledPhoto(_skimage("immunohistochemistry"), "Immunohistochemical staining, NIH; public domain (scikit-image)"),
+    "cells": BundledPhoto(_skimage("immunohistochemistry"),
+                          "Immunohistochemical staining, NIH; public domain (scikit-image)"),
     "china": BundledPhoto(_sklearn("china.jpg"), "Chinese temple; CC BY 2.0, see scikit-learn's README"),
     "flower": BundledPhoto(_sklearn("flower.jpg"), "Flower; CC BY 2.0, see scikit-learn's README"),
     "grace_hopper": BundledPhoto(_grace_hopper, "Grace Hopper, US Navy; public domain (matplotlib sample data)"),
@@ -166,7 +170,8 @@ def read_image(
     except ImageLoadError:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:
-        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>|'?[^']*/[^']*'?", "the file", str(err))  # no reprs, no paths twice
+        # no reprs, no paths twice
+        reason = re.sub(r"<_io\.\w+ object at 0x[0-9a-f]+>|'?[^']*/[^']*'?", "the file", str(err))
         raise ImageLoadError(f"Cannot read {label} as an image ({reason}). Check the file or remove it.") from err
 
 

@@ -99,7 +99,9 @@ class StepRule:
     def update(self, grad: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         raise NotImplementedError
 
-    def step(self, delta: torch.Tensor, grad: torch.Tensor, state: State, progress: Progress) -> tuple[torch.Tensor, State]:
+    def step(
+        self, delta: torch.Tensor, grad: torch.Tensor, state: State, progress: Progress,
+    ) -> tuple[torch.Tensor, State]:
         """The new perturbation (m, 3, H, W) of each pair, from its current one and its gradient."""
         update, state = self.update(grad, state)
         return delta - update, state
@@ -455,7 +457,8 @@ def target_embeddings(model, targets: torch.Tensor, device: torch.device, pairs:
     model declares one.
     """
     if not isinstance(targets, torch.Tensor):
-        raise TypeError(f"targets must be a tensor of embeddings (B, D) or images (B, 3, H, W), got {type(targets).__name__}")
+        raise TypeError("targets must be a tensor of embeddings (B, D) or images (B, 3, H, W), "
+                        f"got {type(targets).__name__}")
     if targets.dim() not in (2, 4):
         raise ValueError(f"targets must be embeddings (B, D) or images (B, 3, H, W), got shape {tuple(targets.shape)}")
     if pairs is not None and targets.shape[0] != pairs:
@@ -555,7 +558,7 @@ def match_embeddings(
     if stop_cos is not None and (not isinstance(stop_cos, numbers.Real) or not -1 <= stop_cos <= 1):
         raise ValueError(f"stop_cos must be a cosine in [-1, 1] or None, got {stop_cos!r}")
     if budget is not None and not isinstance(budget, Budget):
-        raise TypeError(f"budget must be an LinfBall, an L2Ball or None, got {budget!r}")
+        raise TypeError(f"budget must be a LinfBall, an L2Ball or None, got {budget!r}")
     rule = make_step_rule(step_rule, model=model)
     device = sources.device
     x0 = sources.detach().clone()  # (B, 3, H, W), private: the caller may reuse its tensor
@@ -664,7 +667,8 @@ def match_embeddings(
     out = result(x_eval.detach())
     out.history = {n: v.copy() for n, v in out.history.items()}  # compact, detached from the growable buffer
     with torch.no_grad():
-        out.quantized_cosine = metrics.cosine(model.embed(metrics.quantize_8bit(out.images)), target).double().cpu().numpy()
+        quantized = model.embed(metrics.quantize_8bit(out.images))  # (B, D)
+        out.quantized_cosine = metrics.cosine(quantized, target).double().cpu().numpy()
     out.elapsed_s = time.perf_counter() - start
     return out
 

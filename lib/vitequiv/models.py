@@ -62,7 +62,8 @@ class EmbeddingModel(nn.Module):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits (B, num_classes) from the model's own head; only for models that have one."""
         if self.num_classes == 0:
-            raise ValueError(f"{self.name} has no class head; use a probe from vitequiv.downstream (LinearProbe, KNN) instead.")
+            raise ValueError(f"{self.name} has no class head; "
+                             "use a probe from vitequiv.downstream (LinearProbe, KNN) instead.")
         return self.backbone(self.normalize(x))  # (B, K)
 
     def block_embeddings(self, x: torch.Tensor, indices: int | list[int] | None = None) -> list[torch.Tensor]:
@@ -76,7 +77,8 @@ class EmbeddingModel(nn.Module):
         return [p[:, 0] for p in prefixes]  # each (B, C)
 
     def __repr__(self) -> str:
-        return f"EmbeddingModel(name={self.name!r}, input_size={self.input_size}, embed_dim={self.embed_dim}, device={self.device})"
+        return (f"EmbeddingModel(name={self.name!r}, input_size={self.input_size}, embed_dim={self.embed_dim}, "
+                f"device={self.device})")
 
 
 class BlockEmbedding(nn.Module):
@@ -93,7 +95,8 @@ class BlockEmbedding(nn.Module):
         super().__init__()
         depth = len(model.backbone.blocks)
         if isinstance(block, bool) or not isinstance(block, int) or not -depth <= block < depth:
-            raise IndexError(f"block {block!r} out of range for a {depth}-block model (use 0..{depth - 1} or negatives)")
+            raise IndexError(f"block {block!r} out of range for a {depth}-block model "
+                             f"(use 0..{depth - 1} or negatives)")
         self.model = model
         self.block = block % depth
         self.depth = depth
@@ -248,7 +251,8 @@ def load_model(
             raise UnknownModelError(f"Use 'random:{weights.TIMM_ARCH}' for the random-init control of 'embedded'.")
         _check_patch_multiple(EMBEDDED, img_size, weights.PATCH_SIZE)
         state = weights.load_state_dict()
-        backbone = timm.create_model(weights.TIMM_ARCH, pretrained=False, num_classes=0, img_size=img_size, **timm_kwargs)
+        backbone = timm.create_model(weights.TIMM_ARCH, pretrained=False, num_classes=0, img_size=img_size,
+                                     **timm_kwargs)
         if img_size != weights.IMG_SIZE:
             grid = img_size // weights.PATCH_SIZE
             state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], (grid, grid), num_prefix_tokens=1)

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ContextManager, Protocol
+from typing import Any, Protocol
 
 import yaml
 
@@ -147,6 +147,19 @@ UniqueKeyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
+def read_yaml(path: Path, what: str, error: type[RunnerError]) -> Any:
+    """The YAML document at ``path`` (unique keys); ``error`` naming ``what`` and ``path`` (and the line) if it
+    cannot be read or parsed."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise error(f"{what} {path}: {where}{getattr(err, 'problem', None) or err}") from None
+    except (OSError, UnicodeError) as err:
+        raise error(f"{what} {path} cannot be read: {err}") from None
+
+
 def profiles_dir() -> Path:
     return notebooks_dir() / "profiles"
 
@@ -171,14 +184,7 @@ def load_profile(name: str) -> dict:
     path = profiles_dir() / f"{name}.yaml"
     if not path.is_file():
         raise ProfileError(f"no profile {name!r} ({path} does not exist); available: {', '.join(available_profiles())}")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ProfileError(f"profile {path}: {where}{getattr(err, 'problem', None) or err}") from None
-    except (OSError, UnicodeError) as err:
-        raise ProfileError(f"profile {path} cannot be read: {err}") from None
+    data = read_yaml(path, "profile", ProfileError)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ProfileError(f"profile {path}: expected a mapping with 'defaults:' and 'notebooks:', "
@@ -647,10 +653,10 @@ def inspect_all() -> tuple[dict[str, dict | None], dict[str, str]]:
     return declared, invalid
 
 
-ExecutorFactory = Callable[[], ContextManager[Executor]]
+ExecutorFactory = Callable[[], contextlib.AbstractContextManager[Executor]]
 
 
-def open_executor(factory: ExecutorFactory | None) -> ContextManager[Executor]:
+def open_executor(factory: ExecutorFactory | None) -> contextlib.AbstractContextManager[Executor]:
     """The executor ``factory`` opens (a Dask cluster), or this process."""
     return factory() if factory else contextlib.nullcontext(InProcess())
 

@@ -49,6 +49,7 @@ from .runner import (
     open_executor,
     output_root,
     parameters_for,
+    read_yaml,
     run_tasks,
     signals_interrupt,
     write_index_or_say,
@@ -188,14 +189,7 @@ def _sweep_path(reference: str) -> Path:
 def load_sweep_file(reference: str) -> tuple[Path, dict]:
     """The sweep file's path and contents, checked (SweepError with the file, the line or the key)."""
     path = _sweep_path(reference)
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SweepError(f"sweep file {path}: {where}{getattr(err, 'problem', None) or err}") from None
-    except (OSError, UnicodeError) as err:
-        raise SweepError(f"sweep file {path} cannot be read: {err}") from None
+    data = read_yaml(path, "sweep file", SweepError)
     if not isinstance(data, dict):
         raise SweepError(f"sweep file {path}: expected a mapping with {', '.join(FILE_KEYS)}, got "
                          f"{type(data).__name__}")

