@@ -158,9 +158,10 @@ def _save(table: pd.DataFrame, front: pd.DataFrame) -> None:
     ax.axhline(37, color="gray", ls="--", lw=1, label="target: every pair 37 dB")
     ax.set(xlabel="forward+backward passes used (largest over the pairs)", ylabel="PSNR of the matched image (dB)",
            title=f"Matching 6 pairs to cosine {STOP_COS} at 224 px: PSNR against passes")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlim(front["passes (max)"].min() * 0.8, front["passes (max)"].max() * 1.2)  # room for the labels
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: the points stay clear
     for ext in ("png", "pdf"):
         with atomic_path(out / f"min_norm_front.{ext}") as tmp:
-            fig.savefig(tmp, format=ext)
+            fig.savefig(tmp, format=ext, bbox_inches="tight")
     plt.close(fig)
     print(f"wrote {out}/min_norm_front.png and the tables beside it")
