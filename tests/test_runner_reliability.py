@@ -61,10 +61,17 @@ def suite(published, tmp_path, monkeypatch):
     return root
 
 
+def _interruptible() -> None:
+    """In the child: Ctrl-C interrupts, as in a terminal. A test run started in the background (``make test &``,
+    some CI shells) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_runner(root: Path, *args: str) -> subprocess.Popen:
     env = os.environ | {"VITEQUIV_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen([sys.executable, "-m", "vitequiv.runner", "--output-dir", str(root / "out"), *args],
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
