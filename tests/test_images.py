@@ -65,3 +65,7 @@ def test_view_set_is_labeled_and_seeded():
 def test_lfw_faces_are_labeled():
     faces, labels, names = images.lfw_faces(size=32)
     assert faces.shape == (200, 3, 32, 32) and labels.sum() == 100 and names[1] == "face"
+
+
+def test_near_duplicates_name_bundled_photos():
+    assert set(images.NEAR_DUPLICATES) < set(images.BUNDLED)

@@ -100,6 +100,9 @@ BUNDLED: dict[str, BundledPhoto] = {
     "grace_hopper": BundledPhoto(_grace_hopper, "Grace Hopper, US Navy; public domain (matplotlib sample data)"),
 }
 
+# Bundled photos that repeat another one: the right stereo view embeds at cosine 0.99 to the left one, unmatched.
+NEAR_DUPLICATES = ("motorcycle_right",)
+
 
 @dataclass
 class ImageSet:
