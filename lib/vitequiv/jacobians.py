@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .tensors import Value, as_count, as_floats, as_image, model_device, model_dtype
 
 RANK_RTOL = 1e-5  # numerical rank: singular values above RANK_RTOL * s_max (float32 Jacobian noise is ~1e-6)
 
@@ -36,16 +39,13 @@ class JacobianMemoryError(MemoryError):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def as_batch(x: Tensor) -> Tensor:
-    """One image as a batch of one: (3, H, W) or (1, 3, H, W) -> (1, 3, H, W), floating point."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor image (1, 3, H, W), got {type(x).__name__}")
-    x = x.unsqueeze(0) if x.dim() == 3 else x
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"expected one image (1, 3, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be floating point (pixels in [0, 1]), got dtype {x.dtype}")
-    return x
+def model_input(model, x: Value, dtype: torch.dtype | None = None, name: str = "x") -> tuple[object, Tensor]:
+    """``(model, x)`` ready to compute: x one image (1, 3, H, W) in [0, 1] (from (3, H, W), NumPy or any float
+    dtype) on the model's device, in ``dtype`` with a cast copy of the model, or else in the model's own dtype."""
+    x = as_image(x, name, device=model_device(model), dtype=dtype or model_dtype(model))
+    if dtype is not None and dtype != model_dtype(model):
+        model = cast_model(model, dtype)
+    return model, x
 
 
 def cast_model(model, dtype: torch.dtype):
@@ -61,13 +61,6 @@ def cast_model(model, dtype: torch.dtype):
         if isinstance(value, Tensor) and value.is_floating_point():
             setattr(twin, name, value.to(dtype))
     return twin
-
-
-def with_dtype(model, x: Tensor, dtype: torch.dtype | None):
-    """``(model, x)`` cast to ``dtype`` (copies), or unchanged when ``dtype`` is None or already x's."""
-    if dtype is None or dtype == x.dtype:
-        return model, x
-    return cast_model(model, dtype), x.to(dtype)
 
 
 def _embed_one(model):
@@ -121,11 +114,15 @@ def available_memory(device: torch.device) -> int:
 
 def vjp(model, x: Tensor, u: Tensor) -> Tensor:
     """J^T u for cotangents ``u`` (D,) or (B, D): pixel-space vectors (3, H, W) or (B, 3, H, W)."""
-    x = as_batch(x)
-    _, vjp_fn = torch.func.vjp(_embed_one(model), x)
+    model, x = model_input(model, x)
+    u = as_floats(u, "u", like=x)
+    out, vjp_fn = torch.func.vjp(_embed_one(model), x)  # out: (D,)
+    if u.dim() not in (1, 2) or u.shape[-1:] != out.shape or 0 in u.shape:
+        raise ValueError(f"u must be cotangents ({len(out)},) or (B, {len(out)}) for embeddings of width {len(out)}, "
+                         f"got shape {tuple(u.shape)}")
     if u.dim() == 1:
-        return vjp_fn(u.to(x.dtype))[0][0]  # (3, H, W)
-    return torch.func.vmap(vjp_fn)(u.to(x.dtype))[0][:, 0]  # (B, 3, H, W)
+        return vjp_fn(u)[0][0]  # (3, H, W)
+    return torch.func.vmap(vjp_fn)(u)[0][:, 0]  # (B, 3, H, W)
 
 
 def jvp(model, x: Tensor, v: Tensor) -> Tensor:
@@ -133,12 +130,16 @@ def jvp(model, x: Tensor, v: Tensor) -> Tensor:
 
     Runs under the MATH attention kernel: the fused CPU kernel has no forward-mode derivative.
     """
-    x = as_batch(x)
+    model, x = model_input(model, x)
+    v = as_floats(v, "v", like=x)
+    if v.shape not in (x.shape[1:], (len(v), *x.shape[1:])):
+        raise ValueError(f"v must be pixel directions {tuple(x.shape[1:])} or (B, {', '.join(map(str, x.shape[1:]))})"
+                         f" for an image {tuple(x.shape)}, got {tuple(v.shape)}")
     f = _embed_one(model)
     with sdpa_kernel(SDPBackend.MATH):
         if v.dim() == 3:
-            return torch.func.jvp(f, (x,), (v.to(x.dtype)[None],))[1]  # (D,)
-        return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t[None],))[1])(v.to(x.dtype))  # (B, D)
+            return torch.func.jvp(f, (x,), (v[None],))[1]  # (D,)
+        return torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t[None],))[1])(v)  # (B, D)
 
 
 # ---------------------------------------------------------------------------------------------- full Jacobian
@@ -168,13 +169,14 @@ def jacobian(
     into a preallocated result so that peak memory stays near the Jacobian's own size. Before the forward pass
     (when the model declares ``embed_dim``; else right after it) the need (:func:`jacobian_bytes`) is checked
     against ``max_bytes`` (default: :func:`available_memory` on x's device, which respects cgroup and rlimit
-    limits) and a :class:`JacobianMemoryError` says what to do instead. ``dtype`` computes on a cast copy.
+    limits) and a :class:`JacobianMemoryError` says what to do instead. ``x`` may also be (3, H, W), a NumPy array,
+    or of any float dtype: it is computed in ``dtype`` (on a cast copy of the model), else in the model's dtype.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
         raise ValueError(f"max_bytes must be a non-negative integer or None, got {max_bytes!r}")
-    model, x = with_dtype(model, as_batch(x), dtype)
+    model, x = model_input(model, x, dtype)
     limit = available_memory(x.device) if max_bytes is None else max_bytes
     P, width = x.numel(), getattr(model, "embed_dim", None)
     if isinstance(width, int):  # known before any forward pass: refuse at once
@@ -263,17 +265,21 @@ def spectrum(J: Tensor, input_shape: tuple[int, ...], *, batch_size: int = 8192)
 
     J J^T = U diag(s^2) U^T and V = diag(1/s) U^T J. Cheap for P >> D (no D x P SVD), and exact enough: a float64
     Gram resolves singular values down to about sqrt(D * 1e-16) ~ 1e-7 of s_max, below float32 Jacobian noise.
-    Batches of ``batch_size`` columns keep the float64 working copy small.
+    Batches of ``batch_size`` columns keep the float64 working copy small. ``J`` may be a NumPy array;
+    ``input_shape`` is per image, (3, H, W) (or (P,)): a batch shape (1, 3, H, W) is refused.
     """
-    if not isinstance(J, Tensor) or J.dim() != 2 or 0 in J.shape:
-        raise ValueError(f"J must be a non-empty 2-D Jacobian (D, P), got {getattr(J, 'shape', type(J).__name__)}")
+    J = as_floats(J, "J")
+    if J.dim() != 2 or 0 in J.shape:
+        raise ValueError(f"J must be a non-empty 2-D Jacobian (D, P), got shape {tuple(J.shape)}")
+    input_shape = tuple(input_shape)
+    if len(input_shape) == 4:
+        raise ValueError(f"input_shape must be per image, (3, H, W), got the batch shape {input_shape}; pass "
+                         "x.shape[1:]")
     if math.prod(input_shape) != J.shape[1]:
         raise ValueError(f"input_shape {tuple(input_shape)} holds {math.prod(input_shape)} pixels but J has "
                          f"{J.shape[1]} columns")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    if not torch.isfinite(J).all():
-        raise ValueError("J holds NaN or infinite entries; recompute it (in float64 if float32 overflowed)")
     D, P = J.shape
     G = J.new_zeros(D, D, dtype=torch.float64)
     for c in range(0, P, batch_size):
@@ -318,13 +324,18 @@ def top_spectrum(
     the derivative of J^T w with respect to w (the "double-vjp" trick, several times faster than forward mode
     here). That needs a twice-differentiable attention, so the MATH kernel is used. The model must treat
     batch elements independently (eval mode).
+
+    ``k`` may not exceed min(D, P), the number of singular values the Jacobian has; when ``max_products`` runs
+    out before ``k`` values are found, a ValueError says so rather than returning fewer.
     """
     for name, value in (("k", k), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not 0 < tol < 1:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
         raise ValueError(f"tol must lie in (0, 1), got {tol!r}")
-    x = as_batch(x)
+    if max_products is not None:
+        as_count(max_products, "max_products")
+    model, x = model_input(model, x)
     b = batch_size
     with sdpa_kernel(SDPBackend.MATH), torch.enable_grad():
         xb = x.detach().repeat(b, 1, 1, 1).requires_grad_(True)  # (b, 3, H, W)
@@ -339,6 +350,9 @@ def top_spectrum(
             return torch.autograd.grad(g, w, Q.view_as(g), retain_graph=True)[0]
 
         D = out.shape[1]
+        if k > min(D, x[0].numel()):
+            raise ValueError(f"k={k} but the Jacobian ({D} x {x[0].numel()}) has only {min(D, x[0].numel())} singular "
+                             "values; ask for at most that many")
         max_products = max_products or 2 * D
         gen = torch.Generator(device=x.device).manual_seed(seed)
         omega = torch.randn(b, D, generator=gen, device=x.device, dtype=x.dtype)
@@ -355,6 +369,10 @@ def top_spectrum(
             prev = s[:k] if len(s) >= k else None
             Q = _orthonormalize(JT(JQs[-1]), torch.cat(Qs))
             products += b
+    if len(s) < k:
+        raise ValueError(f"top_spectrum found {len(s)} of the k={k} singular values within max_products="
+                         f"{max_products} Jacobian products; raise max_products (about 2 k + 4 batch_size), or "
+                         "compute the complete spectrum: spectrum(jacobian(model, x), x.shape[1:])")
     V = Vb[:k].to(x.dtype) @ torch.cat(Qs)  # (k, P)
     return Spectrum(s[:k].to(x.dtype), Ub[:, :k].to(x.dtype), V, tuple(x.shape[1:]), complete=False,
                     extra={"products": products, "converged": bool(converged)})

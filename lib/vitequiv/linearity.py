@@ -14,8 +14,9 @@ import torch
 from torch import Tensor
 
 from . import metrics
-from .jacobians import Spectrum, as_batch, jacobian, jvp, spectrum, top_spectrum, with_dtype
+from .jacobians import Spectrum, jacobian, jvp, model_input, spectrum, top_spectrum
 from .lipschitz import changes_along, log_interp, unit
+from .tensors import Value, as_count, as_direction, as_floats, as_image, as_lengths, as_positive
 
 DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
 
@@ -58,18 +59,25 @@ class LinearityProfile:
 
 
 def linearization_profile(
-    model, x: Tensor, v: Tensor, ts: Tensor | None = None, *, jac: Tensor | None = None,
+    model, x: Value, v: Value, ts: Tensor | None = None, *, jac: Tensor | None = None,
     dtype: torch.dtype | None = None, batch_size: int = 32,
 ) -> LinearityProfile:
-    """Change and linearization error of f along the unit direction v / ||v|| for each t in ``ts``.
+    """Change and linearization error of f along the unit direction v / ||v|| for each t in ``ts`` (each > 0).
 
-    J v comes from ``jac`` (a (D, P) Jacobian) when given, else from one forward-mode product. All t go through
-    batched forwards with x itself. No clamping to [0, 1]: this probes the function, not valid images.
+    ``x`` one image in [0, 1], ``v`` a direction (3, H, W) (tensors or NumPy arrays, any float dtype; see
+    :mod:`vitequiv.tensors`). J v comes from ``jac`` (a (D, P) Jacobian) when given, else from one forward-mode
+    product. All t go through batched forwards with x itself. No clamping to [0, 1]: this probes the function,
+    not valid images.
     """
-    model, x = with_dtype(model, as_batch(x), dtype)
-    ts = torch.as_tensor(DEFAULT_TS if ts is None else ts, dtype=x.dtype, device=x.device).sort().values  # (T,)
-    v = unit(v.to(x.dtype)).reshape(x.shape[1:])  # (3, H, W)
-    jv = jvp(model, x, v) if jac is None else jac.to(x.dtype) @ v.flatten()  # (D,)
+    batch_size = as_count(batch_size, "batch_size")
+    model, x = model_input(model, x, dtype)
+    ts = as_lengths(DEFAULT_TS if ts is None else ts, "ts", dtype=x.dtype, device=x.device).sort().values  # (T,)
+    v = unit(as_direction(v, "v", like=x))  # (3, H, W)
+    if jac is not None:
+        jac = as_floats(jac, "jac", like=x)
+        if jac.dim() != 2 or jac.shape[1] != v.numel():
+            raise ValueError(f"jac must be the Jacobian (D, {v.numel()}) at x, got shape {tuple(jac.shape)}")
+    jv = jvp(model, x, v) if jac is None else jac @ v.flatten()  # (D,)
     delta = changes_along(model, x, v, ts, batch_size)  # (T, D)
     error = (delta - ts[:, None] * jv).norm(dim=1)
     return LinearityProfile(ts.cpu(), delta.norm(dim=1).cpu(), error.cpu(), float(jv.norm()))
@@ -130,8 +138,20 @@ def null_space_walk(
     leaves the smaller normal directions in, so the step is only approximately null. ``project=False`` walks
     the raw direction: the control of the same pixel length. Steps are clamped to [0, 1]. ``correct_steps``
     damped Gauss-Newton steps after each step pull the embedding back toward f(x0) (one forward each).
+    ``x`` and ``toward`` are single images of one size in [0, 1] (tensors or NumPy arrays, any float dtype).
     """
-    x0 = as_batch(x).detach()
+    n_steps = as_count(n_steps, "n_steps", minimum=0)
+    correct_steps = as_count(correct_steps, "correct_steps", minimum=0)
+    relinearize_every = as_count(relinearize_every, "relinearize_every")
+    checkpoint_every = as_count(checkpoint_every, "checkpoint_every")
+    step_size = as_positive(step_size, "step_size")
+    k = None if k is None else as_count(k, "k")
+    model, x0 = model_input(model, x)
+    x0 = x0.detach()
+    if toward is not None:
+        toward = as_image(toward, "toward", device=x0.device, dtype=x0.dtype)
+        if toward.shape != x0.shape:
+            raise ValueError(f"toward must be an image of x's shape {tuple(x0.shape)}, got {tuple(toward.shape)}")
     x = x0.clone()
     with torch.no_grad():
         f0 = model.embed(x0)[0]  # (D,)
@@ -154,7 +174,7 @@ def null_space_walk(
             else:
                 spec = top_spectrum(model, x, k, tol=tol, seed=seed)
             relinearizations += 1
-        d = fixed if toward is None else as_batch(toward).to(x) - x
+        d = fixed if toward is None else toward - x
         if spec is not None:
             d = spec.project_null(d)
         length = min(step_size, float(d.norm()))  # toward: never overshoot what is left of the difference

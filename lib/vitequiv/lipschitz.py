@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .jacobians import Spectrum, as_batch, jvp, with_dtype
+from .jacobians import Spectrum, jvp, model_input
 from .models import embed_batched
+from .tensors import Value, as_count, as_direction, as_directions, as_lengths, as_positive, image_shape
 
 DEFAULT_EPS = torch.logspace(-1, -12, 23, dtype=torch.float64)  # 1e-1 ... 1e-12, half-decade steps
 
@@ -35,27 +36,22 @@ def unit(v: Tensor) -> Tensor:
     return v / norms.view(-1, 1, 1, 1) if v.dim() == 4 else v / norms[0]
 
 
-def check_eps(eps: Tensor) -> Tensor:
-    """``eps`` (E,) as given, or a ValueError unless every step length is finite and > 0."""
-    if eps.dim() != 1 or len(eps) == 0:
-        raise ValueError(f"eps must be a non-empty 1-D sequence of step lengths, got shape {tuple(eps.shape)}")
-    if not (torch.isfinite(eps) & (eps > 0)).all():
-        raise ValueError(f"every eps must be finite and > 0, got {eps.tolist()}")
-    return eps
-
-
 def directional_lipschitz(
-    model, x: Tensor, v: Tensor, eps: Sequence[float] | Tensor | None = None, *,
+    model, x: Value, v: Value, eps: Sequence[float] | Tensor | None = None, *,
     dtype: torch.dtype | None = None, batch_size: int = 32,
 ) -> Tensor:
     """L(x, v, eps) = ||f(x + eps v) - f(x)|| / eps for each eps (default :data:`DEFAULT_EPS`), v normalized.
 
-    All eps go through one batched forward (in chunks of ``batch_size``) together with x itself. ``dtype``
-    evaluates a cast copy of the model (e.g. float64). No clamping to [0, 1]: this probes f, not images.
+    ``x`` one image (1, 3, H, W) or (3, H, W) in [0, 1], ``v`` a direction (3, H, W) (see
+    :func:`vitequiv.tensors.as_direction`); tensors or NumPy arrays of any float dtype. All eps go through one
+    batched forward (in chunks of ``batch_size``) together with x itself. ``dtype`` evaluates a cast copy of the
+    model (e.g. float64), else the model's own dtype. No clamping to [0, 1]: this probes f, not images.
     Returns (len(eps),) in the computation dtype.
     """
-    model, x = with_dtype(model, as_batch(x), dtype)
-    eps = check_eps(torch.as_tensor(DEFAULT_EPS if eps is None else eps, dtype=x.dtype, device=x.device))  # (E,)
+    batch_size = as_count(batch_size, "batch_size")
+    model, x = model_input(model, x, dtype)
+    v = as_direction(v, "v", like=x)  # (3, H, W)
+    eps = as_lengths(DEFAULT_EPS if eps is None else eps, "eps", dtype=x.dtype, device=x.device)  # (E,)
     return changes_along(model, x, v, eps, batch_size).norm(dim=1) / eps
 
 
@@ -91,10 +87,10 @@ def breakdown_eps(eps: Sequence[float], L: Sequence[float], exact: float, tol: f
     return float(eps[order][bad[0]]) if len(bad) else 0.0
 
 
-def directional_derivative(model, x: Tensor, v: Tensor, *, dtype: torch.dtype | None = None) -> Tensor:
+def directional_derivative(model, x: Value, v: Value, *, dtype: torch.dtype | None = None) -> Tensor:
     """||J v|| for the unit direction v / ||v||: the eps -> 0 limit of :func:`directional_lipschitz` (forward mode)."""
-    model, x = with_dtype(model, as_batch(x), dtype)
-    return jvp(model, x, unit(v.to(x.dtype)).reshape(x.shape[1:])).norm()
+    model, x = model_input(model, x, dtype)
+    return jvp(model, x, unit(as_direction(v, "v", like=x))).norm()
 
 
 # ---------------------------------------------------------------------------------------------- directions
@@ -102,13 +98,18 @@ def directional_derivative(model, x: Tensor, v: Tensor, *, dtype: torch.dtype | 
 
 def random_directions(n: int, shape: Sequence[int], *, seed: int = 0, dtype: torch.dtype = torch.float32,
                       device: torch.device | str = "cpu") -> Tensor:
-    """``n`` independent Gaussian unit directions (n, *shape), reproducible from ``seed``."""
+    """``n`` independent Gaussian unit directions (n, *shape), reproducible from ``seed``; ``shape`` is per image,
+    (3, H, W) (a batch shape is refused)."""
+    n, shape = as_count(n, "n"), image_shape(shape)
     gen = torch.Generator(device=device).manual_seed(seed)
     return unit(torch.randn(n, *shape, generator=gen, dtype=dtype, device=device))
 
 
 def top_directions(spectrum: Spectrum, n: int) -> Tensor:
     """The top ``n`` right singular vectors (n, 3, H, W): the directions the embedding is most sensitive to."""
+    n = as_count(n, "n")
+    if n > len(spectrum.V):
+        raise ValueError(f"n={n} but the spectrum holds {len(spectrum.V)} singular vectors")
     return spectrum.V[:n].reshape(n, *spectrum.input_shape)
 
 
@@ -119,14 +120,16 @@ def null_directions(spectrum: Spectrum, n: int, *, seed: int = 0) -> Tensor:
 
 
 def sampled_lipschitz(
-    model, x: Tensor, directions: Tensor, eps: float = 1e-2, *, dtype: torch.dtype | None = None,
+    model, x: Value, directions: Value, eps: float = 1e-2, *, dtype: torch.dtype | None = None,
     batch_size: int = 32,
 ) -> Tensor:
     """L(x, v, eps) for each row v of ``directions`` (n, 3, H, W), batched: (n,)."""
-    check_eps(torch.tensor([float(eps)]))
-    model, x = with_dtype(model, as_batch(x), dtype)
+    eps = as_positive(eps, "eps")
+    batch_size = as_count(batch_size, "batch_size")
+    model, x = model_input(model, x, dtype)
+    directions = as_directions(directions, "directions", like=x)  # (n, 3, H, W)
     f0 = embed_batched(model, x, 1)  # (1, D)
-    out = embed_batched(model, x + eps * unit(directions.to(x.dtype)), batch_size) - f0  # (n, D)
+    out = embed_batched(model, x + eps * unit(directions), batch_size) - f0  # (n, D)
     return out.norm(dim=1) / eps
 
 
@@ -139,8 +142,7 @@ def sampled_lipschitz_max(
     A lower bound on the local constant s_max = ||J||_2 (up to O(eps)); a loose one in high dimension, since
     random directions barely touch the D-dimensional normal space (compare with ``top_directions``).
     """
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-        raise ValueError(f"n_random must be a positive integer, got {n_random!r}")
-    x = as_batch(x)
+    n_random = as_count(n_random, "n_random")
+    _, x = model_input(model, x, dtype)
     dirs = random_directions(n_random, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)
     return float(sampled_lipschitz(model, x, dirs, eps, dtype=dtype, batch_size=batch_size).max())

@@ -174,7 +174,7 @@ def jacobian_measurements(
     """
     if method not in ("full", "topk"):
         raise ValueError(f"method must be 'full' or 'topk', got {method!r}")
-    x = jac.as_batch(x)
+    model, x = jac.model_input(model, x)
     start = time.perf_counter()
     with torch.no_grad():
         f_norm = float(torch.linalg.vector_norm(model.embed(x)[0]))
@@ -189,7 +189,7 @@ def jacobian_measurements(
     top = spec.V[0].reshape(x.shape[1:])  # (3, H, W), unit length
     rand = random_directions(n_random, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)  # (n, 3, H, W)
     eps = tuple(float(e) for e in eps)
-    lmodel, lx = jac.with_dtype(model, x, lipschitz_dtype)
+    lmodel, lx = jac.model_input(model, x, lipschitz_dtype)
     top_l = directional_lipschitz(lmodel, lx, top, eps).double().cpu().numpy()  # (E,)
     rand_l = [float(sampled_lipschitz(lmodel, lx, rand, e).mean()) for e in eps]  # (E,): mean over the directions
     summary = JacobianSummary(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..jacobians import RANK_RTOL, LinearMap, Spectrum, as_batch, jacobian, spectrum, top_spectrum
+from ..jacobians import RANK_RTOL, LinearMap, Spectrum, jacobian, model_input, spectrum, top_spectrum
 from ..lipschitz import changes_along, directional_derivative, directional_lipschitz
 from ..matching import StepRule, match_embeddings, paper_match
 
@@ -309,7 +309,7 @@ def check_match_steps(match_fn: Callable, model, x0: Tensor, x_tg: Tensor, *, lr
 def check_jacobian(J: Tensor | Callable, model, x: Tensor) -> None:
     """``J`` must be the (D, 3HW) Jacobian of ``model.embed`` at ``x``, columns in x's (C, H, W) order; or the
     student's ``compute_jacobian``, which is then called as ``J(model, x)``."""
-    x = as_batch(x.detach())
+    x = model_input(model, x.detach())[1]
     from_function = callable(J)
     if from_function:
         J = _run_student("compute_jacobian", J, model, x.clone())
@@ -494,7 +494,7 @@ def _tolerance(model, x: Tensor, eps: float, exact: float) -> float:
     """Relative tolerance for comparing two estimates computed in different but valid ways: 1e-6 plus 100 times
     the rounding noise u ||f(x)|| / (eps ||Jv||) of x's dtype (they agree only down to that noise)."""
     with torch.no_grad():
-        f_norm = model.embed(as_batch(x)).norm().item()
+        f_norm = model.embed(model_input(model, x)[1]).norm().item()
     return 1e-6 + 100 * torch.finfo(x.dtype).eps * f_norm / (eps * exact)
 
 
