@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 
 from . import metrics
 from .models import embed_batched, forward_attribute
+from .tensors import Value, as_count, as_images, as_lengths, as_positive, model_dtype, target_embeddings
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -39,7 +41,7 @@ Transform = Callable[[Tensor], Tensor]
 
 @torch.no_grad()
 def noisy_embeddings(
-    model, images: Tensor, size_255: float, *, n_draws: int = 4, kind: Literal["gaussian", "sign"] = "gaussian",
+    model, images: Value, size_255: float, *, n_draws: int = 4, kind: Literal["gaussian", "sign"] = "gaussian",
     generator: torch.Generator | None = None, seed: int = 0, batch_size: int = 16, clamp: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Embeddings (n_draws, N, D) of ``images`` (N, 3, H, W) plus random noise, and the noise's L2 size (n_draws, N)
@@ -48,14 +50,14 @@ def noisy_embeddings(
     ``kind="gaussian"``: n ~ N(0, (size/255)^2) per pixel value; ``kind="sign"``: +-size/255 per pixel value with
     random signs (a corner of the L-inf ball of that radius, the strongest random change it allows). Draws come
     from ``generator`` (default: a new one on the images' device seeded with ``seed``), so a shared generator
-    continues one random stream across calls.
+    continues one random stream across calls. ``images`` may be a NumPy array or of any float dtype (computed in
+    the model's dtype); pixels outside [0, 1] are refused.
     """
-    if kind not in ("gaussian", "sign"):
-        raise ValueError(f"kind must be 'gaussian' or 'sign', got {kind!r}")
-    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
-        raise ValueError(f"n_draws must be a positive integer, got {n_draws!r}")
-    if not size_255 >= 0:
-        raise ValueError(f"size_255 must be >= 0, got {size_255!r}")
+    _check_noise(kind, n_draws, batch_size, clamp, seed)
+    size_255 = as_positive(size_255, "size_255", allow_zero=True)
+    images = as_images(images, "images", dtype=model_dtype(model))  # (N, 3, H, W)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     gen = generator if generator is not None else torch.Generator(device=images.device).manual_seed(seed)
     embeddings, sizes = [], []
     for _ in range(n_draws):
@@ -70,17 +72,31 @@ def noisy_embeddings(
     return torch.stack(embeddings), torch.stack(sizes)
 
 
+def _check_noise(kind: str, n_draws: int, batch_size: int, clamp: bool, seed: int) -> None:
+    if kind not in ("gaussian", "sign"):
+        raise ValueError(f"kind must be 'gaussian' or 'sign', got {kind!r}")
+    as_count(n_draws, "n_draws")
+    as_count(batch_size, "batch_size")
+    as_count(seed, "seed", minimum=0)
+    if not isinstance(clamp, bool):
+        raise TypeError(f"clamp must be True or False, got {clamp!r}")
+
+
 @torch.no_grad()
 def noise_shift(
-    model, images: Tensor, sigmas_255: Sequence[float], *, n_draws: int = 4,
+    model, images: Value, sigmas_255: Sequence[float], *, n_draws: int = 4,
     kind: Literal["gaussian", "sign"] = "gaussian", seed: int = 0, batch_size: int = 16, clamp: bool = True,
 ) -> np.ndarray:
     """Embedding shift under random noise, shape (N, S): mean over ``n_draws`` of 1 - cos(f(x + n), f(x)).
 
     Noise of each size in ``sigmas_255`` as in :func:`noisy_embeddings` (Gaussian by default), from one generator
     seeded with ``seed`` (the same draws for every image set given the same seed and shapes). A size of 0 gives
-    a shift of 0 (up to float rounding).
+    a shift of 0 (up to float rounding). ``images`` (N, 3, H, W) in [0, 1] as :func:`match_embeddings` takes them:
+    0-255 pixels are refused.
     """
+    _check_noise(kind, n_draws, batch_size, clamp, seed)
+    images = as_images(images, "images", dtype=model_dtype(model))  # (N, 3, H, W)
+    sigmas_255 = as_lengths(sigmas_255, "sigmas_255", allow_zero=True).tolist()  # (S,)
     gen = torch.Generator(device=images.device).manual_seed(seed)
     clean = embed_batched(model, images, batch_size).double()  # (N, D)
     out = np.zeros((len(images), len(sigmas_255)))
@@ -188,17 +204,31 @@ def standard_transforms(
 
 @torch.no_grad()
 def survival(
-    model, matched: Tensor, targets: Tensor, transforms: dict[str, Transform], *, sources: Tensor | None = None,
+    model, matched: Value, targets: Value, transforms: dict[str, Transform], *, sources: Value | None = None,
     stop_cos: float = 0.99, batch_size: int = 16,
 ) -> pd.DataFrame:
     """How matches survive each transform: one row per (transform, pair).
 
-    Columns: ``cos_target`` = cosine of f(T(x_matched)) to the target embedding ``targets`` (N, D);
-    ``survives`` = cos_target >= ``stop_cos``; with ``sources`` (the unmodified source images) also
-    ``cos_source`` = cosine of f(T(x_matched)) to f(T(source)) and ``follows_target`` = cos_target > cos_source
-    (a nearest-neighbor downstream would still take the target's label).
+    ``matched`` (N, 3, H, W) in [0, 1]; ``targets`` as :func:`match_embeddings` takes them: target embeddings
+    (N, D) or target images (N, 3, H, W), one per matched image. Columns: ``cos_target`` = cosine of
+    f(T(x_matched)) to the target embedding; ``survives`` = cos_target >= ``stop_cos``; with ``sources`` (the
+    unmodified source images, (N, 3, H, W)) also ``cos_source`` = cosine of f(T(x_matched)) to f(T(source)) and
+    ``follows_target`` = cos_target > cos_source (a nearest-neighbor downstream would still take the target's
+    label).
     """
-    targets = targets.double()
+    dtype = model_dtype(model)
+    matched = as_images(matched, "matched", dtype=dtype)  # (N, 3, H, W)
+    targets = target_embeddings(model, targets, "targets", pairs=len(matched), per="matched images")
+    targets = targets.to(matched.device).double()  # (N, D)
+    if sources is not None:
+        sources = as_images(sources, "sources", device=matched.device, dtype=dtype)
+        if sources.shape != matched.shape:
+            raise ValueError(f"sources must have the shape of matched {tuple(matched.shape)}, got "
+                             f"{tuple(sources.shape)}")
+    _check_transforms(transforms)
+    if isinstance(stop_cos, bool) or not isinstance(stop_cos, numbers.Real) or not -1 <= stop_cos <= 1:
+        raise ValueError(f"stop_cos must be a cosine in [-1, 1], got {stop_cos!r}")
+    batch_size = as_count(batch_size, "batch_size")
     rows = []
     for name, T in transforms.items():
         emb = embed_batched(model, T(matched), batch_size).double()  # (N, D)
@@ -210,6 +240,15 @@ def survival(
             frame |= {"cos_source": cos_s, "follows_target": cos_t > cos_s}
         rows.append(pd.DataFrame(frame))
     return pd.concat(rows, ignore_index=True)
+
+
+def _check_transforms(transforms: object) -> None:
+    if not isinstance(transforms, dict) or not transforms:
+        raise TypeError(f"transforms must be a non-empty dict of name -> callable (see standard_transforms()), "
+                        f"got {type(transforms).__name__}")
+    for name, t in transforms.items():
+        if not callable(t):
+            raise TypeError(f"transforms[{name!r}] must be a callable (B, 3, H, W) -> (B, 3, H, W), got {t!r}")
 
 
 def survival_summary(frame: pd.DataFrame) -> pd.DataFrame:
@@ -287,6 +326,13 @@ class EOTModel(nn.Module):
     """
 
     def __init__(self, model, transforms: Sequence[RandomTransform], n_draws: int = 4, seed: int = 0) -> None:
+        if not callable(getattr(model, "embed", None)):
+            raise TypeError(f"model must have an embed method (an EmbeddingModel), got {type(model).__name__}")
+        if isinstance(transforms, (str, bytes)) or not isinstance(transforms, Sequence) or not all(
+                callable(t) for t in transforms):
+            raise TypeError("transforms must be a list of callables (x, generator) -> x (see "
+                            f"default_eot_transforms()), got {transforms!r}")
+        n_draws, seed = as_count(n_draws, "n_draws"), as_count(seed, "seed", minimum=0)
         super().__init__()
         self.model = model
         self.transforms = list(transforms)

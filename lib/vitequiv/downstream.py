@@ -21,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .models import EmbeddingModel
+from .tensors import as_count, as_embeddings, as_positive
 
 Array = torch.Tensor | np.ndarray
 
@@ -28,6 +29,36 @@ Array = torch.Tensor | np.ndarray
 def as_numpy(x: Array) -> np.ndarray:
     """A tensor (any device) or array-like as a NumPy array (float32 for tensors)."""
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def as_labels(labels: object, name: str = "labels", *, count: int | None = None, num_classes: int | None = None,
+              indexing: str = "the class names") -> np.ndarray:
+    """Class indices (N,) as int64: integers (or whole floats) >= 0, below ``num_classes`` when given, ``count``
+    of them when given; anything else is a TypeError / ValueError naming ``name`` (and what it indexes)."""
+    if isinstance(labels, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of class indices, got the string {labels!r}")
+    values = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if values.dtype == np.bool_ or values.dtype.kind not in "uif":
+        raise TypeError(f"{name} must be integer class indices, got dtype {values.dtype}")
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence of class indices, got shape {values.shape}")
+    if count is not None and len(values) != count:
+        raise ValueError(f"{name} must be {count} class indices (one per embedding or image), got {len(values)}")
+    if not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise ValueError(f"{name} must be whole numbers (class indices), got {values.tolist()[:8]}")
+    top = "" if num_classes is None else f"..{num_classes - 1}"
+    if values.min() < 0 or (num_classes is not None and values.max() >= num_classes):
+        raise ValueError(f"{name} must index {indexing} (0{top}), got values {values.min():g}..{values.max():g}")
+    return values.astype(np.int64)
+
+
+def _class_names(class_names: object) -> list[str]:
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+        raise TypeError(f"class_names must be a list of names, got {class_names!r}")
+    names = list(class_names)
+    if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"class_names must be distinct strings, at least one, got {names!r}")
+    return names
 
 
 # ------------------------------------------------------------------------------------------ classifiers
@@ -52,18 +83,26 @@ class _Fitted(Downstream):
     def __init__(self, estimator) -> None:
         self.estimator = estimator
         self.class_names: list[str] = []
+        self.width: int | None = None  # the embedding width it was fitted on
 
     def fit(self, embeddings: Array, labels: Array, class_names: Sequence[str] | None = None) -> _Fitted:
-        labels = as_numpy(labels).astype(int)  # (N,)
-        num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
-        self.class_names = list(class_names) if class_names is not None else [str(k) for k in range(num_classes)]
-        self.estimator.fit(as_numpy(embeddings), labels)
+        """Fit on embeddings (N, D) with ``labels`` (N,) indexing ``class_names`` (default: "0".."K-1" for
+        K = max label + 1); a label outside the class names (or -1) is refused here, not at predict time."""
+        x = as_embeddings(embeddings, "embeddings").cpu().numpy()  # (N, D)
+        names = None if class_names is None else _class_names(class_names)
+        labels = as_labels(labels, count=len(x), num_classes=None if names is None else len(names))  # (N,)
+        self.class_names = names if names is not None else [str(k) for k in range(int(labels.max()) + 1)]
+        self.estimator.fit(x, labels)
+        self.width = x.shape[1]
         return self
 
     def predict_proba(self, embeddings: Array) -> np.ndarray:
+        if self.width is None:
+            raise ValueError(f"this {type(self).__name__} is not fitted yet; call fit(embeddings, labels) first")
+        x = as_embeddings(embeddings, "embeddings", width=self.width).cpu().numpy()  # (N, D)
         seen = self.estimator.classes_  # the labels present in the training set, as columns
-        proba = np.zeros((len(embeddings), len(self.class_names)))  # (N, K)
-        proba[:, seen] = self.estimator.predict_proba(as_numpy(embeddings))
+        proba = np.zeros((len(x), len(self.class_names)))  # (N, K)
+        proba[:, seen] = self.estimator.predict_proba(x)
         return proba
 
 
@@ -75,6 +114,7 @@ class LinearProbe(_Fitted):
     """
 
     def __init__(self, C: float = 1.0, max_iter: int = 5000) -> None:
+        C, max_iter = as_positive(C, "C"), as_count(max_iter, "max_iter")
         super().__init__(make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter)))
 
 
@@ -82,11 +122,12 @@ class KNN(_Fitted):
     """k-nearest neighbors by cosine distance; probabilities are the neighbors' vote fractions."""
 
     def __init__(self, k: int = 5) -> None:
+        k = as_count(k, "k")
         super().__init__(KNeighborsClassifier(n_neighbors=k, metric="cosine"))
         self.k = k
 
     def fit(self, embeddings: Array, labels: Array, class_names: Sequence[str] | None = None) -> KNN:
-        self.estimator.set_params(n_neighbors=min(self.k, len(labels)))
+        self.estimator.set_params(n_neighbors=min(self.k, len(as_embeddings(embeddings, "embeddings"))))
         return super().fit(embeddings, labels, class_names)
 
 
@@ -120,5 +161,6 @@ class ClassHead(Downstream):
     @torch.no_grad()
     def predict_proba(self, embeddings: Array) -> np.ndarray:
         weight = next(self.head.parameters())
-        logits = self.head(torch.as_tensor(embeddings).to(weight))  # (N, K)
+        x = as_embeddings(embeddings, "embeddings", width=weight.shape[1], device=weight.device, dtype=weight.dtype)
+        logits = self.head(x)  # (N, K)
         return as_numpy(logits.softmax(dim=1).double())

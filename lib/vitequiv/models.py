@@ -238,6 +238,10 @@ def load_model(
     img_size = DEFAULT_IMG_SIZE if img_size is None else _check_int("img_size", img_size, positive=True)
     seed = _check_int("seed", seed, positive=False)
     device = resolve_device(device)
+    if "dtype" in timm_kwargs:
+        raise TypeError(f"load_model takes no dtype (got dtype={timm_kwargs['dtype']!r}): models load in float32. "
+                        "To compute in float64, pass dtype=torch.float64 to jacobian, directional_lipschitz and "
+                        "their kin, or cast a copy with vitequiv.jacobians.cast_model(model, torch.float64).")
     random_init = name.startswith(RANDOM_PREFIX)
     arch = name[len(RANDOM_PREFIX):] if random_init else name
     if not arch.strip():

@@ -12,14 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .downstream import Array, Downstream, as_numpy
-from .matching import check_images
+from .downstream import Array, Downstream, as_labels, as_numpy
 from .models import EmbeddingModel, embed_batched
+from .tensors import Value, as_count, as_images, model_dtype
 
 
 def other_class_targets(labels: Array, seed: int = 0) -> np.ndarray:
     """For each image, the index (N,) of a uniformly drawn image of another class; the same for the same seed."""
-    labels = as_numpy(labels).astype(int)  # (N,)
+    labels = as_labels(labels)  # (N,)
     if len(np.unique(labels)) < 2:
         raise ValueError("Systematic evaluation needs images of at least two classes.")
     rng = np.random.default_rng(seed)
@@ -91,7 +91,7 @@ MatchFn = Callable[..., Any]  # (model, sources (B,3,H,W), targets, **kwargs) ->
 def systematic_evaluation(
     model: EmbeddingModel,
     downstream: Downstream,
-    images: torch.Tensor,
+    images: Value,
     labels: Array,
     *,
     targets: Array | None = None,
@@ -105,23 +105,19 @@ def systematic_evaluation(
     ``targets`` (N,) are indices into ``images``; by default :func:`other_class_targets` with ``seed``. Matching
     runs ``batch_size`` pairs at a time through ``match_fn`` (default :func:`vitequiv.matching.match_embeddings`,
     given the target images), with ``match_kwargs`` passed through (e.g. ``step_rule``, ``budget``,
-    ``max_steps``). ``labels`` index ``downstream.class_names``.
+    ``max_steps``). ``labels`` index ``downstream.class_names``. ``images`` in [0, 1] as
+    :func:`vitequiv.matching.match_embeddings` takes them (tensors or NumPy arrays, any float dtype).
     """
     if match_fn is None:
         from .matching import match_embeddings as match_fn
-    check_images(images, "images")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    labels = as_numpy(labels)
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.number):
-        raise ValueError(f"labels must be {len(images)} class indices (one per image), got shape {labels.shape}")
-    labels = labels.astype(int)  # (N,)
-    if labels.min() < 0 or labels.max() >= len(downstream.class_names):
-        raise ValueError(f"labels must index downstream.class_names (0..{len(downstream.class_names) - 1}), got "
-                         f"values {labels.min()}..{labels.max()}")
-    targets = other_class_targets(labels, seed) if targets is None else as_numpy(targets).astype(int)  # (N,)
-    if targets.shape != labels.shape or targets.min() < 0 or targets.max() >= len(labels):
-        raise ValueError(f"targets must be {len(labels)} indices into images, got shape {targets.shape}")
+    images = as_images(images, "images", dtype=model_dtype(model))  # (N, 3, H, W)
+    batch_size = as_count(batch_size, "batch_size")
+    labels = as_labels(labels, count=len(images), num_classes=len(downstream.class_names))  # (N,)
+    if targets is None:
+        targets = other_class_targets(labels, seed)  # (N,)
+    else:
+        targets = as_labels(targets, "targets", count=len(labels), num_classes=len(labels),
+                            indexing="the images")  # (N,)
     if np.any(labels[targets] == labels):
         raise ValueError("Every target must be an image of another class than its source.")
     clean = embed_batched(model, images, batch_size)  # (N, D)
