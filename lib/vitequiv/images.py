@@ -10,6 +10,7 @@ that cannot be read raises an error that names it.
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import io
 import math
@@ -106,7 +107,11 @@ NEAR_DUPLICATES = ("motorcycle_right",)
 
 @dataclass
 class ImageSet:
-    """Named images (N, 3, S, S) in [0, 1]; index by position or by name."""
+    """Named images (N, 3, S, S) in [0, 1]; index by name or by position as a Python sequence is.
+
+    ``photos["cat"]`` and ``photos[i]`` give one image as a batch of one (1, 3, S, S); negative positions count
+    from the end and a position past either end is an IndexError; ``photos[i:j]`` gives those images (k, 3, S, S).
+    """
 
     images: torch.Tensor  # (N, 3, S, S)
     names: list[str]
@@ -120,11 +125,23 @@ class ImageSet:
             raise KeyError(f"No image named {name!r} in this set. Names: {', '.join(self.names)}.")
         return self.names.index(name)
 
-    def __getitem__(self, key: int | str) -> torch.Tensor:
-        index = self._index(key) if isinstance(key, str) else key
+    def __getitem__(self, key: int | str | slice) -> torch.Tensor:
+        if isinstance(key, str):
+            index = self._index(key)
+        elif isinstance(key, slice):
+            return self.images[key]  # (k, 3, S, S)
+        elif isinstance(key, numbers.Integral) and not isinstance(key, bool):
+            if not -len(self) <= key < len(self):
+                raise IndexError(f"image index {key} out of range for a set of {len(self)} "
+                                 f"(use 0..{len(self) - 1}, or -{len(self)}..-1 from the end)")
+            index = int(key) % len(self)
+        else:
+            raise TypeError(f"an ImageSet is indexed by name (str), position (int) or slice, got {key!r} "
+                            f"({type(key).__name__})")
         return self.images[index : index + 1]  # (1, 3, S, S)
 
     def subset(self, names: Sequence[str]) -> ImageSet:
+        names = _name_list(names)
         rows = [self._index(n) for n in names]
         return ImageSet(self.images[rows], list(names), {n: self.credits.get(n, "") for n in names})
 
@@ -180,8 +197,8 @@ def read_image(
 
 def _label_of(source: object) -> str:
     if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return str(getattr(source, "name", "<image data>"))
+        return printable(str(source))
+    return printable(str(getattr(source, "name", "<image data>")))
 
 
 def _check_file(path: Path) -> None:
@@ -322,9 +339,28 @@ def to_unit_float(array: np.ndarray) -> torch.Tensor:
     return image.expand(3, -1, -1).contiguous() if image.shape[0] == 1 else image  # (3, H, W)
 
 
+MAX_ASPECT = 3  # a longer side beyond this many times the shorter is cut (centered) before scaling
+
+
 def resize_center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
-    """(3, H, W) -> (3, size, size): shorter side to ``size`` (antialiased bicubic), then a center crop."""
+    """One image (3, H, W) -> (3, size, size): shorter side to ``size`` (antialiased bicubic), then a center crop.
+
+    Memory stays bounded for any aspect ratio: a longer side beyond ``MAX_ASPECT`` times the shorter one is first
+    cut to its central ``MAX_ASPECT`` shorter sides, which keeps the center and the resampling filter's margin
+    around it, so the result is that of scaling the whole image up to where the crop falls (within a pixel); a
+    100000 x 4 px strip is never scaled up whole. Images within that ratio are scaled whole, as they always were.
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"resize_center_crop takes one image (3, H, W), got {got}; for a batch, resize each image")
+    size = _positive_int(size, "size")
     _, h, w = image.shape
+    short = min(h, w)
+    if max(h, w) > MAX_ASPECT * short:
+        keep = MAX_ASPECT * short
+        top, left = (h - min(h, keep)) // 2, (w - min(w, keep)) // 2
+        image = image[:, top : top + min(h, keep), left : left + min(w, keep)]
+        _, h, w = image.shape
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
     resized = F.interpolate(image[None], size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)[0]
@@ -379,14 +415,33 @@ def _file_list(files: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(file)
         if path.is_dir():
             raise IsADirectoryError(f"files[{i}] = {path} is a folder; pass folders as folder={str(path)!r}.")
+        problem = _link_problem(path)
+        if problem:
+            raise FileNotFoundError(f"files[{i}] = {printable(str(path))} {problem}.")
         if not path.exists():
             raise FileNotFoundError(f"Image file not found: {path} (files[{i}])")
         paths.append(path)
     return paths
 
 
+def _link_problem(path: Path) -> str | None:
+    """Why the symbolic link ``path`` leads to no file ("is a broken symbolic link to ..." or "... loop"), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop this way
+        return "is a symbolic link that loops back on itself"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "is a symbolic link that loops back on itself"
+        return f"is a broken symbolic link (to {printable(os.readlink(path))}, which does not exist)"
+    return None
+
+
 def _folder_images(folder: str | os.PathLike) -> list[Path]:
-    """The image files directly in ``folder``, sorted; hidden files (e.g. macOS's ._cat.jpg) are skipped."""
+    """The image files directly in ``folder``, sorted; hidden files (e.g. macOS's ._cat.jpg) are skipped, and
+    links that lead nowhere (broken, or looping) are skipped with a warning that names each."""
     if not isinstance(folder, (str, os.PathLike)):
         raise TypeError(f"folder must be a path (str or Path), got {folder!r} ({type(folder).__name__}).")
     folder = Path(folder)
@@ -394,25 +449,38 @@ def _folder_images(folder: str | os.PathLike) -> list[Path]:
         raise FileNotFoundError(f"Image folder not found: {folder}")
     if not folder.is_dir():
         raise NotADirectoryError(f"folder={str(folder)!r} is a file, not a folder; pass files as files=[...].")
-    found = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    candidates = sorted(p for p in folder.iterdir()
+                        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    dead = {p: problem for p in candidates if (problem := _link_problem(p))}
+    for path, problem in dead.items():
+        warnings.warn(f"Skipped {printable(str(path))}: it {problem}.", stacklevel=3)
+    found = [p for p in candidates if p not in dead and p.is_file()]
     if not found:
         raise FileNotFoundError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
     return found
 
 
+def printable(text: str) -> str:
+    """``text`` as every writer accepts it: bytes that are not UTF-8 (kept by Python as surrogates in file names)
+    and unprintable characters (newlines, controls) become backslash escapes, e.g. ``caf\\xe9``."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _file_names(paths: Sequence[Path], taken: Iterable[str]) -> list[str]:
-    """Unique names for image files: the stem ("cat"), or the file name ("cat.png", "cat.jpg") when another
-    entry shares the stem, then "-2", "-3", ... before the suffix when even that is taken ("cat-2.png")."""
+    """Unique, printable names for image files: the stem ("cat"), or the file name ("cat.png", "cat.jpg") when
+    another entry shares the stem, then "-2", "-3", ... before the suffix when even that is taken ("cat-2.png").
+    Names are made printable first (see :func:`printable`), so that tables and figure files can hold them."""
     taken = set(taken)
-    stems = Counter(p.stem for p in paths)
+    stems = Counter(printable(p.stem) for p in paths)
     names = []
     for path in paths:
-        name = path.stem if stems[path.stem] == 1 and path.stem not in taken else path.name
+        stem, suffix = printable(path.stem), printable(path.suffix)
+        name = stem if stems[stem] == 1 and stem not in taken else stem + suffix
         count = 1
         while name in taken:
             count += 1
-            name = f"{path.stem}-{count}{path.suffix}"
+            name = f"{stem}-{count}{suffix}"
         taken.add(name)
         names.append(name)
     return names
@@ -450,8 +518,9 @@ def load_images(
     _check_names(names)
     labels = [*names, *_file_names(own, taken=names)]
     tensors = [resize_center_crop(_bundled_original(n), size) for n in names]
-    tensors += [resize_center_crop(read_image(p, str(p), size=size), size) for p in own]
-    credits = {n: BUNDLED[n].credit for n in names} | {label: str(p) for label, p in zip(labels[len(names):], own)}
+    tensors += [resize_center_crop(read_image(p, printable(str(p)), size=size), size) for p in own]
+    credits = {n: BUNDLED[n].credit for n in names} | {label: printable(str(p))
+                                                       for label, p in zip(labels[len(names):], own)}
     return ImageSet(torch.stack(tensors), labels, credits)
 
 
