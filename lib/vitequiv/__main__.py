@@ -5,7 +5,14 @@ The notebooks run with ``python -m vitequiv.runner`` (see its ``--help``).
 import argparse
 import sys
 
-from .weights import WeightsUnavailableError, build_weights, weights_path, weights_problem
+from .weights import (
+    REBUILD,
+    WeightsUnavailableError,
+    architecture_problem,
+    build_weights,
+    weights_path,
+    weights_problem,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,9 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     weights = commands.add_parser("weights", help="build (or check) the embedded DINOv2-S/14 weights in data/")
     mode = weights.add_mutually_exclusive_group()
     mode.add_argument("--force", action="store_true", help="rebuild even if an intact copy exists")
-    mode.add_argument("--check", action="store_true", help="only verify the checksum; exit 1 if not intact")
+    mode.add_argument("--check", action="store_true",
+                      help="only verify the checksum and the tensors' names and shapes; exit 1 if not intact")
     args = parser.parse_args(argv)
     problem = weights_problem()
+    mismatch = architecture_problem(weights_path()) if problem is None else None
+    if mismatch and not args.force:
+        print(f"error: embedded weights {weights_path()} {mismatch}; rebuild them with `{REBUILD}`",
+              file=sys.stderr)
+        return 1
     if args.check:
         print(f"embedded weights {weights_path()} {problem or 'are intact'}",
               file=sys.stderr if problem else sys.stdout)

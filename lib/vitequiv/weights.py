@@ -38,6 +38,13 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights cannot be had here; the message says how to get them."""
 
 
+class WeightsMismatchError(WeightsUnavailableError):
+    """The weights file is intact (its checksum holds) but its tensors do not fit the architecture."""
+
+
+REBUILD = "python -m vitequiv weights --force"
+
+
 def weights_path() -> Path:
     return data_dir() / f"dinov2_vits14_{IMG_SIZE}.safetensors"
 
@@ -233,9 +240,49 @@ def build_weights(force: bool = False) -> Path:
     return target
 
 
+def expected_tensors() -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor the architecture (timm ``vit_small_patch14_dinov2`` at 224 px) loads, read
+    off a model built on the meta device (no memory, no weights)."""
+    import timm
+
+    with torch.device("meta"):
+        model = timm.create_model(TIMM_ARCH, pretrained=False, num_classes=0, img_size=IMG_SIZE)
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def architecture_problem(path: Path) -> str | None:
+    """What keeps the safetensors file ``path`` from loading into the architecture (missing, unexpected or
+    misshapen tensors, a non-float dtype, or no safetensors header at all), or None when it fits. Reads only the
+    file's header."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            found = {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        return f"cannot be read as safetensors ({err})"
+    expected = expected_tensors()
+    missing, unexpected = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected.keys())
+    misshapen = [f"{n} {found[n][0]} where {expected[n]} belongs" for n in sorted(expected.keys() & found.keys())
+                 if found[n][0] != expected[n]]
+    not_float = [f"{n} ({found[n][1]})" for n in sorted(expected.keys() & found.keys()) if found[n][1] != "F32"]
+    problems = [f"{len(items)} {what}: {', '.join(items[:3])}{', ...' if len(items) > 3 else ''}"
+                for what, items in (("missing", missing), ("unexpected", unexpected), ("misshapen", misshapen),
+                                    ("not float32", not_float)) if items]
+    return f"do not fit {TIMM_ARCH} ({'; '.join(problems)})" if problems else None
+
+
 def load_state_dict() -> dict[str, torch.Tensor]:
-    """The timm state dict of the embedded model, building or rebuilding it when missing or corrupt."""
+    """The timm state dict of the embedded model, building or rebuilding it when missing or corrupt.
+
+    An intact file (its checksum holds) whose tensors do not fit the architecture, by name, shape or dtype, is a
+    :class:`WeightsMismatchError` that names the file and the command that rebuilds it; nothing is written.
+    """
     from safetensors.torch import load_file
 
-    return load_file(str(build_weights()))
+    path = build_weights()
+    problem = architecture_problem(path)
+    if problem:
+        raise WeightsMismatchError(f"The embedded weights {path} {problem}. Rebuild them with `{REBUILD}`.")
+    return load_file(str(path))
 
