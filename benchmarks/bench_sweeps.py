@@ -24,8 +24,9 @@ from pathlib import Path
 
 import nbformat
 
-from vitequiv import sweeps
-from vitequiv.cluster import connect
+from vitequiv.run import sweeps
+from vitequiv.run.cluster import connect
+from vitequiv.run.suite import run_sweep
 
 from .common import Row
 
@@ -54,7 +55,7 @@ def _fake_checkout(root: Path) -> None:
 def _timed(sweep: sweeps.Sweep, out: Path, executor=None) -> float:
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
-        result = sweeps.run_sweep(sweep, out, force=True, executor=executor)
+        result = run_sweep(sweep, out, force=True, executor=executor)
     seconds = time.perf_counter() - start
     if result.exit_status != 0:
         raise RuntimeError(f"the benchmark sweep failed: {[(r.combination, r.error) for r in result.records]}")

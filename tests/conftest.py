@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import vitequiv  # noqa: E402
-from vitequiv import runner  # noqa: E402
+from vitequiv.run import records  # noqa: E402
+from vitequiv.run.suite import run_suite  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +39,6 @@ def embedded() -> vitequiv.EmbeddingModel:
     return vitequiv.load_model("embedded", device="cpu")
 
 
-def random_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
-    """``n`` fixed uniform-noise images (n, 3, size, size) in [0, 1], the same for the same seed."""
-    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture
 def rng() -> torch.Generator:
     return torch.Generator().manual_seed(0)
@@ -53,8 +49,8 @@ class SmokeRun:
     """Where the session's smoke run wrote, and what the runner said about each notebook."""
 
     figures: Path  # the run's output folder: <notebook>/<notebook>.ipynb, manifests, README.md, index.json
-    records: dict[str, runner.RunRecord]
-    result: Any  # what runner.run_suite returned (its SuiteResult)
+    records: dict[str, records.RunRecord]
+    result: Any  # what run_suite returned (its SuiteResult)
 
 
 @pytest.fixture(scope="session")
@@ -62,5 +58,5 @@ def smoke_suite(tmp_path_factory) -> SmokeRun:
     """Every notebook run once under the smoke profile into a temporary folder, shared by the notebook tests and
     the browser tests (a few minutes on 2 cores)."""
     figures = tmp_path_factory.mktemp("smoke_figures")
-    result = runner.run_suite([], "smoke", figures)
+    result = run_suite([], "smoke", figures)
     return SmokeRun(figures, result.by_notebook(), result)

@@ -13,7 +13,9 @@ import pytest
 from bs4 import BeautifulSoup
 from PIL import Image
 
-from vitequiv import book
+from vitequiv.book import main as book_main
+from vitequiv.paths import notebooks_dir
+from vitequiv.run import book, book_pages, book_run
 
 START = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone.utc)
 CAPTION = "Embedding change ||f(x+tv)-f(x)|| over t, with $5 and *stars* and a_b"  # Markdown specials stay text
@@ -97,8 +99,8 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_read_run_from_manifests(run_dir):
-    runs = {r.name: r for r in book.read_run(run_dir)}
-    assert list(runs) == book.suite_notebooks()
+    runs = {r.name: r for r in book_run.read_run(run_dir)}
+    assert list(runs) == book_run.suite_notebooks()
     assert {n: r.status for n, r in runs.items() if r.status != "not run"} == {
         "00_setup": "ok", "01_embedding_matching": "ok", "02_equivalence_classes": "failed",
         "03_local_normal_space": "failed", "04_piecewise_linear_subspaces": "incomplete", "explorer": "ok"}
@@ -138,7 +140,7 @@ def test_read_run_prefers_index_json(run_dir, tmp_path):
                index_entry(names[1], "interrupted", outputs_from_last_run=False),  # the folder holds an older run
                index_entry(names[2], "ad hoc", outputs_run=None, outputs_profile="interactive")]
     (figures / "index.json").write_text(json.dumps({"schema": 1, "notebooks": entries}))
-    runs = {r.name: r for r in book.read_run(figures)}
+    runs = {r.name: r for r in book_run.read_run(figures)}
     first = runs[names[0]]
     assert (first.status, first.profile, first.seconds, first.error) == ("failed", "default", 4.5, "ValueError: x")
     assert first.versions == {"vitequiv": "0.1.0", "torch": "2.14.1"} and first.parameters == {"STEPS": 3}
@@ -149,16 +151,16 @@ def test_read_run_prefers_index_json(run_dir, tmp_path):
         assert run.status == status and run.executed is None and not run.claims and not run.figures, (
             f"{name}: outputs in its folder are not from its last run; they must not be shown")
     assert "earlier run" in runs[names[1]].note and "outside the runner" in runs[names[2]].note
-    page = book.no_output_page(runs[names[1]])
+    page = book_pages.no_output_page(runs[names[1]])
     assert "was **interrupted** in its last run" in page and "shows no output rather than a stale one" in page
 
     entries[0]["status"] = "done"
     (figures / "index.json").write_text(json.dumps({"schema": 1, "notebooks": entries}))
-    with pytest.raises(book.BookError, match="'done'; expected one of ok"):
-        book.read_run(figures)
+    with pytest.raises(book_run.BookError, match="'done'; expected one of ok"):
+        book_run.read_run(figures)
     (figures / "index.json").write_text("{not json")
-    with pytest.raises(book.BookError, match="index.json: unreadable"):
-        book.read_run(figures)
+    with pytest.raises(book_run.BookError, match="index.json: unreadable"):
+        book_run.read_run(figures)
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +228,7 @@ def test_figure_index_links_the_files(site):
 
 def test_exercises_are_the_student_copies(site):
     pages = sorted(p.name for p in (site / "exercises").glob("*.html"))
-    students = sorted(p.stem + ".html" for p in (book.notebooks_dir() / "assignments" / "student").glob("*.ipynb"))
+    students = sorted(p.stem + ".html" for p in (notebooks_dir() / "assignments" / "student").glob("*.ipynb"))
     assert set(students) | {"index.html", "teachers_guide.html"} == set(pages)
     for name in students:
         text = (site / "exercises" / name).read_text()
@@ -235,32 +237,32 @@ def test_exercises_are_the_student_copies(site):
 
 
 def test_bad_input_is_named_and_nothing_is_written(tmp_path, run_dir, capsys):
-    with pytest.raises(book.BookError, match=r"--figures .*missing: not a folder"):
+    with pytest.raises(book_run.BookError, match=r"--figures .*missing: not a folder"):
         book.build(tmp_path / "missing", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(book.BookError, match="no executed notebook in it"):
+    with pytest.raises(book_run.BookError, match="no executed notebook in it"):
         book.build(tmp_path / "empty", tmp_path / "out")
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(book.BookError, match=r"--out .*mine: exists, is not empty and is not a book"):
+    with pytest.raises(book_run.BookError, match=r"--out .*mine: exists, is not empty and is not a book"):
         book.build(run_dir, foreign)
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
-    assert book.main(["--figures", str(tmp_path / "missing")]) == 2
+    assert book_main(["--figures", str(tmp_path / "missing")]) == 2
     assert "error: --figures" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine"]
 
 
 def test_missing_build_package_is_named(run_dir, tmp_path, monkeypatch):
     monkeypatch.setitem(book.BUILD_PACKAGES, "no_such_sphinx_theme", "no-such-sphinx-theme")
-    with pytest.raises(book.BookError, match="the book needs no-such-sphinx-theme, not installed"):
+    with pytest.raises(book_run.BookError, match="the book needs no-such-sphinx-theme, not installed"):
         book.build(run_dir, tmp_path / "out")
     assert not any(tmp_path.iterdir())
 
 
 def test_failed_build_keeps_the_previous_book(site, run_dir, monkeypatch):
     before = sorted(p.relative_to(site) for p in site.rglob("*"))
-    monkeypatch.setattr(book, "SPHINX_CONF", "raise RuntimeError('broken configuration')\n")
+    monkeypatch.setattr(book_pages, "SPHINX_CONF", "raise RuntimeError('broken configuration')\n")
     with pytest.raises(RuntimeError, match="Sphinx failed"):
         book.build(run_dir, site)
     assert sorted(p.relative_to(site) for p in site.rglob("*")) == before
@@ -268,4 +270,4 @@ def test_failed_build_keeps_the_previous_book(site, run_dir, monkeypatch):
 
 
 def test_markdown_escaping():
-    assert book.md("a | b $c$ *d* [e](f)\n  g") == r"a \| b \$c\$ \*d\* \[e\]\(f\) g"
+    assert book_pages.md("a | b $c$ *d* [e](f)\n  g") == r"a \| b \$c\$ \*d\* \[e\]\(f\) g"

@@ -19,8 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from vitequiv import book
 from vitequiv.paths import notebooks_dir
+from vitequiv.run import book
 
 from browser_helpers import chromium, jupyterlab, outside, require_chromium, screenshot_on_failure, static_server
 

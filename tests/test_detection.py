@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 import torch
+from helpers import random_images as images
 
 import vitequiv
 from vitequiv import detection
-
-from conftest import random_images as images
 
 
 def smooth(n: int, size: int = 32) -> torch.Tensor:

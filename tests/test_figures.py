@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from vitequiv import figures
 from vitequiv.figures import amplify
+from vitequiv.run import index, records
 
 
 def test_amplify_maps_the_chosen_quantile_to_the_fill_and_keeps_a_given_gain():
@@ -81,7 +81,7 @@ def test_the_index_shows_each_notebooks_real_last_status(tmp_path, case, layout,
     layout(tmp_path)
     for other in ("_scratch", ".staging", "sweeps"):  # never notebooks
         _published(tmp_path / other, "nb")
-    figures.write_index(tmp_path)
+    index.write_index(tmp_path)
     readme = (tmp_path / "README.md").read_text()
     assert all(f in readme for f in fragments), readme
     entries = json.loads((tmp_path / "index.json").read_text())["notebooks"]
@@ -91,8 +91,8 @@ def test_the_index_shows_each_notebooks_real_last_status(tmp_path, case, layout,
 
 def test_a_record_of_this_process_runs_while_its_runner_does(tmp_path, monkeypatch):
     _record(tmp_path, "nb", status="running", finished=None)
-    monkeypatch.setattr(figures, "ACTIVE_RUNS", {"r2"})
-    assert figures.collect_index(tmp_path)["notebooks"][0]["status"] == "running"
+    monkeypatch.setattr(records, "ACTIVE_RUNS", {"r2"})
+    assert index.collect_index(tmp_path)["notebooks"][0]["status"] == "running"
 
 
 def test_the_index_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
@@ -101,7 +101,7 @@ def test_the_index_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     def broken(index):
         raise OSError("disk full")
 
-    monkeypatch.setattr(figures, "render_readme", broken)
+    monkeypatch.setattr(index, "render_readme", broken)
     with pytest.raises(OSError):
-        figures.write_index(tmp_path)
+        index.write_index(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["nb"]

@@ -17,7 +17,7 @@ from vitequiv.matching import (
     paper_match,
 )
 
-from conftest import random_images as images
+from helpers import random_images as images
 
 
 class Linear:

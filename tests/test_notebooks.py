@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from vitequiv import runner
+from vitequiv.run import profiles
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +12,7 @@ def smoke_run(smoke_suite):
 
 
 @pytest.mark.notebooks
-@pytest.mark.parametrize("notebook", [nb.stem for nb in runner.discover([])])
+@pytest.mark.parametrize("notebook", [nb.stem for nb in profiles.discover([])])
 def test_notebook_runs_under_smoke_profile(smoke_run, notebook):
     out, records, _ = smoke_run
     record = records[notebook]

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_runner import files_under, make_suite
+from helpers import files_under, make_suite
 
 import vitequiv
 from vitequiv import figures, paths
+from vitequiv.run.index import collect_index
 
 INSTALLED = Path(vitequiv.__file__).resolve().parents[2]  # the checkout the package is installed from
 RUN_VARIABLES = ("VITEQUIV_ROOT", "VITEQUIV_FIGURES", "VITEQUIV_RUN", "VITEQUIV_PROFILE", "VITEQUIV_NOTEBOOK")
@@ -51,7 +52,7 @@ def test_an_interactive_output_writes_to_the_scratch_folder_of_its_own_checkout(
     again = figures.Output("01_good", {})  # a new session starts a clean scratch folder
     assert again.profile == "interactive" and files_under(scratch) == ["manifest.json"]
     assert {f: (published / f).read_bytes() for f in files_under(published)} == before
-    index = figures.collect_index(checkout / "figures")
+    index = collect_index(checkout / "figures")
     assert [e["notebook"] for e in index["notebooks"]] == ["01_good"]  # _scratch is no notebook
     assert index["notebooks"][0]["status"] == "ad hoc"
 

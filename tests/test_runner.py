@@ -1,47 +1,13 @@
 """The headless runner: profiles, parameter selection, checks at the door, failure handling and the index."""
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import files_under, make_suite
 
 from vitequiv import runner
-
-# A tiny fake repository: 01 makes a figure, a table and a claim through vq.Output; 02 fails; 03 writes a file
-# into its output folder without vitequiv (a fast kernel), leaves its pid in notebooks/kernel.pid, then sleeps.
-GOOD = ("import vitequiv as vq, matplotlib.pyplot as plt, pandas as pd\n"
-        "out = vq.Output('01_good', globals())\nfig, ax = plt.subplots(); ax.plot([X, X])\n"
-        "out.figure(fig, 'line', 'a line at X')\nout.table(pd.DataFrame({'x': [X]}), 'values', 'the value of X')\n"
-        "out.claim('X is three', 'none', f'X={X}', vq.figures.verdict(X == 3, False))")
-SLEEPER = ("import os, pathlib, time\n"
-           "folder = pathlib.Path(os.environ.get('VITEQUIV_FIGURES', 'unset')) / '03_sleep'\n"
-           "folder.mkdir(parents=True, exist_ok=True)\n(folder / 'new.png').write_text(f'SLEEP={SLEEP}')\n"
-           "pathlib.Path('kernel.pid').write_text(str(os.getpid()))\ntime.sleep(SLEEP)\n"
-           "(folder / 'new.pdf').write_text('after the sleep')")
-PROFILE = "defaults:\n  X: 2\nnotebooks:\n  01_good:\n    X: 3\n"
-SLOW_PROFILE = "defaults:\n  X: 2\nnotebooks:\n  03_sleep:\n    SLEEP: 60\n"
-
-
-def make_notebook(path: Path, body: str, params: str = "X = 1  # a parameter") -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(body)]
-    nbformat.write(nb, path)
-
-
-def make_suite(root: Path) -> Path:
-    """The fake repository under ``root`` (a checkout: pyproject.toml, notebooks/, lib/vitequiv/)."""
-    (root / "notebooks" / "profiles").mkdir(parents=True)
-    (root / "lib" / "vitequiv").mkdir(parents=True)
-    (root / "pyproject.toml").write_text("")
-    (root / "notebooks" / "profiles" / "tiny.yaml").write_text(PROFILE)
-    (root / "notebooks" / "profiles" / "slow.yaml").write_text(SLOW_PROFILE)
-    make_notebook(root / "notebooks" / "01_good.ipynb", GOOD, "X = 1  # a parameter\nMODEL = 'a'  # another")
-    make_notebook(root / "notebooks" / "02_bad.ipynb", "raise RuntimeError('boom')")
-    make_notebook(root / "notebooks" / "03_sleep.ipynb", SLEEPER, "SLEEP = 0  # seconds")
-    return root
+from vitequiv.run import profiles, records
+from vitequiv.run.suite import run_suite
 
 
 @pytest.fixture
@@ -50,20 +16,16 @@ def suite(tmp_path, monkeypatch):
     return make_suite(tmp_path)
 
 
-def files_under(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-
-
 def test_parameters_are_filtered_to_what_a_notebook_declares(suite):
-    profile = runner.load_profile("tiny")
-    assert runner.parameters_for(suite / "notebooks" / "01_good.ipynb", profile, "tiny") == {"X": 3}
-    assert runner.parameters_for(suite / "notebooks" / "03_sleep.ipynb", profile, "tiny") == {}
+    profile = profiles.load_profile("tiny")
+    assert profiles.parameters_for(suite / "notebooks" / "01_good.ipynb", profile, "tiny") == {"X": 3}
+    assert profiles.parameters_for(suite / "notebooks" / "03_sleep.ipynb", profile, "tiny") == {}
 
 
 def test_suite_keeps_going_past_a_failure_and_writes_the_index(suite, capsys):
     out = suite / "out"
     code = runner.main(["--profile", "tiny", "--output-dir", str(out), "01", "02"])
-    assert code == runner.EXIT_FAILED
+    assert code == records.EXIT_FAILED
     printed = capsys.readouterr().out
     assert "01_good" in printed and "02_bad" in printed and "failed" in printed and "boom" in printed
     assert (out / "01_good" / "line.png").exists() and (out / "01_good" / "line.pdf").exists()
@@ -112,29 +74,29 @@ def _other_checkout_notebook(suite):
 
 # (case, how to break the suite, command line, error type, fragments the message must hold)
 DOOR_ERRORS = [
-    ("YAML error", _bad_yaml, ["--profile", "tiny"], runner.ProfileError, ["tiny.yaml", "line 4, column 1"]),
-    ("duplicate key", _duplicate_key, ["--profile", "tiny"], runner.ProfileError, ["tiny.yaml", "line 3", "'X'"]),
-    ("misspelt default", _profile("defaults:\n  MODLE: b\n"), ["--profile", "tiny"], runner.ProfileError,
+    ("YAML error", _bad_yaml, ["--profile", "tiny"], records.ProfileError, ["tiny.yaml", "line 4, column 1"]),
+    ("duplicate key", _duplicate_key, ["--profile", "tiny"], records.ProfileError, ["tiny.yaml", "line 3", "'X'"]),
+    ("misspelt default", _profile("defaults:\n  MODLE: b\n"), ["--profile", "tiny"], records.ProfileError,
      ["defaults.MODLE is declared by no notebook", "did you mean MODEL?", "notebooks declare: MODEL, SLEEP, X"]),
     ("undeclared per-notebook key", _profile("notebooks:\n  02_bad:\n    MODEL: b\n"), ["--profile", "tiny"],
-     runner.ProfileError, ["notebooks.02_bad.MODEL is not a parameter of 02_bad", "it declares: X"]),
+     records.ProfileError, ["notebooks.02_bad.MODEL is not a parameter of 02_bad", "it declares: X"]),
     ("section naming no notebook", _profile("notebooks:\n  01_goood:\n    X: 1\n"), ["--profile", "tiny"],
-     runner.ProfileError, ["notebooks.01_goood names no notebook", "did you mean 01_good?"]),
+     records.ProfileError, ["notebooks.01_goood names no notebook", "did you mean 01_good?"]),
     ("unselected notebook's section still checked", _profile("notebooks:\n  03_sleep:\n    SLEPE: 1\n"),
-     ["--profile", "tiny", "01"], runner.ProfileError, ["notebooks.03_sleep.SLEPE", "it declares: SLEEP"]),
-    ("PROFILE in a profile", _profile("defaults:\n  PROFILE: x\n"), ["--profile", "tiny"], runner.ProfileError,
+     ["--profile", "tiny", "01"], records.ProfileError, ["notebooks.03_sleep.SLEPE", "it declares: SLEEP"]),
+    ("PROFILE in a profile", _profile("defaults:\n  PROFILE: x\n"), ["--profile", "tiny"], records.ProfileError,
      ["defaults.PROFILE", "set by the runner"]),
-    ("top-level typo", _profile("default:\n  X: 1\n"), ["--profile", "tiny"], runner.ProfileError,
+    ("top-level typo", _profile("default:\n  X: 1\n"), ["--profile", "tiny"], records.ProfileError,
      ["unknown top-level key 'default'", "did you mean defaults?"]),
-    ("not a mapping", _profile("- X\n"), ["--profile", "tiny"], runner.ProfileError, ["tiny.yaml", "got a list"]),
-    ("unknown profile", None, ["--profile", "nope"], runner.ProfileError, ["no profile 'nope'", "slow, tiny"]),
-    ("reserved profile", None, ["--profile", "interactive"], runner.ProfileError, ["'interactive' is reserved"]),
-    ("profile path", None, ["--profile", "../tiny"], runner.ProfileError, ["--profile '../tiny'"]),
+    ("not a mapping", _profile("- X\n"), ["--profile", "tiny"], records.ProfileError, ["tiny.yaml", "got a list"]),
+    ("unknown profile", None, ["--profile", "nope"], records.ProfileError, ["no profile 'nope'", "slow, tiny"]),
+    ("reserved profile", None, ["--profile", "interactive"], records.ProfileError, ["'interactive' is reserved"]),
+    ("profile path", None, ["--profile", "../tiny"], records.ProfileError, ["--profile '../tiny'"]),
     ("selection matching nothing beside one that matches", None, ["--profile", "tiny", "01", "09"],
-     runner.SelectionError, ["'09' matches no notebook", "01_good, 02_bad, 03_sleep"]),
-    ("empty selection item", None, ["--profile", "tiny", ""], runner.SelectionError, ["'' is empty"]),
+     records.SelectionError, ["'09' matches no notebook", "01_good, 02_bad, 03_sleep"]),
+    ("empty selection item", None, ["--profile", "tiny", ""], records.SelectionError, ["'' is empty"]),
     ("another checkout's notebook", _other_checkout_notebook,
-     ["--profile", "tiny", "elsewhere/notebooks/01_good.ipynb"], runner.SelectionError,
+     ["--profile", "tiny", "elsewhere/notebooks/01_good.ipynb"], records.SelectionError,
      ["not a notebook of this checkout"]),
 ]
 
@@ -147,9 +109,9 @@ def test_bad_profiles_and_selections_stop_before_anything_runs(suite, monkeypatc
         breaks(suite)
     out = suite / "out"
     with pytest.raises(error) as caught:
-        runner.run_suite(argv[2:], argv[1], out)
+        run_suite(argv[2:], argv[1], out)
     assert all(f in str(caught.value) for f in fragments), str(caught.value)
-    assert runner.main([*argv, "--output-dir", str(out)]) == runner.EXIT_USAGE
+    assert runner.main([*argv, "--output-dir", str(out)]) == records.EXIT_USAGE
     printed = capsys.readouterr().err
     assert all(f in printed for f in fragments), printed
     assert not out.exists() and not (suite / "figures").exists()  # nothing written, not even the folder
@@ -158,7 +120,7 @@ def test_bad_profiles_and_selections_stop_before_anything_runs(suite, monkeypatc
 
 def test_output_dir_that_is_a_file_is_refused(suite, capsys):
     (suite / "out").write_text("a file")
-    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out")]) == runner.EXIT_USAGE
+    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out")]) == records.EXIT_USAGE
     assert f"--output-dir {suite / 'out'}: exists and is not a folder" in capsys.readouterr().err
 
 
@@ -173,7 +135,7 @@ def test_a_malformed_notebook_fails_with_its_line_and_the_others_run(suite, caps
     (out / "02_bad" / "kept.png").write_text("published earlier")
     (suite / "notebooks" / "02_bad.ipynb").write_text(content)
     code = runner.main(["--profile", "tiny", "--output-dir", str(out), "02", "03"])
-    assert code == runner.EXIT_FAILED
+    assert code == records.EXIT_FAILED
     printed = capsys.readouterr().out
     assert all(f in printed for f in fragments)
     assert (out / "03_sleep" / "new.pdf").exists()  # the valid notebook ran
@@ -185,12 +147,12 @@ def test_a_malformed_notebook_fails_with_its_line_and_the_others_run(suite, caps
 
 def test_an_unselected_malformed_notebook_only_warns(suite, capsys):
     (suite / "notebooks" / "02_bad.ipynb").write_text("{")
-    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), "03"]) == runner.EXIT_OK
+    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), "03"]) == records.EXIT_OK
     assert "warning: notebook" in capsys.readouterr().err
 
 
 def test_selection_and_listing(suite, capsys):
-    assert [p.stem for p in runner.discover(["02"])] == ["02_bad"]
-    assert [p.stem for p in runner.discover(["02_bad.ipynb", "0"])] == ["01_good", "02_bad", "03_sleep"]
+    assert [p.stem for p in profiles.discover(["02"])] == ["02_bad"]
+    assert [p.stem for p in profiles.discover(["02_bad.ipynb", "0"])] == ["01_good", "02_bad", "03_sleep"]
     assert runner.main(["--list"]) == 0
     assert "01_good, 02_bad, 03_sleep" in capsys.readouterr().out

@@ -6,22 +6,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
-from test_runner import files_under, make_notebook, make_suite
+from helpers import files_under, make_notebook, make_suite, start_runner, wait_for
 
-from vitequiv import figures, paths, runner
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+from vitequiv import paths, runner
+from vitequiv.run import execute, index, publish, records
+from vitequiv.run.suite import run_suite
 
 
 def dead_pid() -> int:
@@ -47,8 +40,8 @@ def published(tmp_path_factory):
     root = make_suite(tmp_path_factory.mktemp("published"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VITEQUIV_ROOT", str(root))
-        result = runner.run_suite(["03"], "tiny", root / "out")
-    assert result.exit_status == runner.EXIT_OK, result.records
+        result = run_suite(["03"], "tiny", root / "out")
+    assert result.exit_status == records.EXIT_OK, result.records
     return root
 
 
@@ -59,19 +52,6 @@ def suite(published, tmp_path, monkeypatch):
     shutil.copytree(published, root)
     monkeypatch.setenv("VITEQUIV_ROOT", str(root))
     return root
-
-
-def _interruptible() -> None:
-    """In the child: Ctrl-C interrupts, as in a terminal. A test run started in the background (``make test &``,
-    some CI shells) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start_runner(root: Path, *args: str) -> subprocess.Popen:
-    env = os.environ | {"VITEQUIV_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "vitequiv.runner", "--output-dir", str(root / "out"), *args],
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_interruptible)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
@@ -94,11 +74,11 @@ def test_a_killed_run_keeps_the_published_results_and_the_index_says_so(suite, s
     if sig == signal.SIGKILL:
         assert run.returncode == -signal.SIGKILL
         assert "## 03_sleep (ok)" in (out / "README.md").read_text()  # the runner died before it could say more
-        figures.write_index(out)  # the next index write, by anyone, sees the run that never finished
+        index.write_index(out)  # the next index write, by anyone, sees the run that never finished
         status = "incomplete"
-        runner.clean_stale(out)  # what the next runner does first
+        publish.clean_stale(out)  # what the next runner does first
     else:
-        assert run.returncode == runner.EXIT_INTERRUPTED, stderr
+        assert run.returncode == records.EXIT_INTERRUPTED, stderr
         assert "03_sleep" in stdout and "interrupted" in stdout and "total" in stdout  # the summary
         status = "interrupted"
     readme = (out / "README.md").read_text()
@@ -126,7 +106,7 @@ def test_stale_staging_folders_and_part_files_are_removed(tmp_path):
     killed_mid_swap = out / ".staging" / f"02_bad-20260101T000000Z-abcd-{dead}"  # had moved 02_bad aside
     (killed_mid_swap / "replaced").mkdir(parents=True)
     (killed_mid_swap / "replaced" / "kept.png").write_text("published")
-    runner.clean_stale(out)
+    publish.clean_stale(out)
     assert not stale.exists() and live.exists() and live_part.exists()
     assert not any(p.exists() for p in dead_parts)
     assert not killed_mid_swap.exists() and (out / "02_bad" / "kept.png").read_text() == "published"
@@ -136,8 +116,8 @@ def test_the_summary_is_printed_when_the_index_cannot_be_written(suite, monkeypa
     def full(root):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runner, "write_index", full)
-    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), "03"]) == runner.EXIT_FAILED
+    monkeypatch.setattr(index, "write_index", full)
+    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), "03"]) == records.EXIT_FAILED
     captured = capsys.readouterr()
     assert "03_sleep" in captured.out and "total" in captured.out
     assert "could not write" in captured.err and "No space left on device" in captured.err
@@ -146,10 +126,10 @@ def test_the_summary_is_printed_when_the_index_cannot_be_written(suite, monkeypa
 def test_executed_notebooks_are_saved_whole(tmp_path, monkeypatch):
     from papermill.iorw import papermill_io
 
-    runner._register_atomic_io()
+    execute.register_atomic_io()
     target = tmp_path / "nb.ipynb"
-    papermill_io.write("first", runner.ATOMIC_SCHEME + str(target))
-    assert papermill_io.read(runner.ATOMIC_SCHEME + str(target)) == "first"
+    papermill_io.write("first", execute.ATOMIC_SCHEME + str(target))
+    assert papermill_io.read(execute.ATOMIC_SCHEME + str(target)) == "first"
 
     def half_then_full(self, data, *args, **kwargs):  # a save that fails half way through, as on a full disk
         with open(self, "w") as f:
@@ -158,7 +138,7 @@ def test_executed_notebooks_are_saved_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_text", half_then_full)
     with pytest.raises(OSError, match="No space"):
-        papermill_io.write("second", runner.ATOMIC_SCHEME + str(target))
+        papermill_io.write("second", execute.ATOMIC_SCHEME + str(target))
     assert target.read_text() == "first" and files_under(tmp_path) == ["nb.ipynb"]
 
 
@@ -192,13 +172,13 @@ def test_a_full_output_disk_fails_honestly(suite, small_disk, capsys):
     make_notebook(suite / "notebooks" / "04_fill.ipynb", FILLS_THE_DISK, f"BALLAST = {str(out / 'ballast')!r}")
     code = runner.main(["--profile", "tiny", "--output-dir", str(out), "04"])
     captured = capsys.readouterr()
-    assert code == runner.EXIT_FAILED
+    assert code == records.EXIT_FAILED
     assert "04_fill" in captured.out and "failed" in captured.out and "total" in captured.out  # the summary
     assert "No space left on device" in captured.out + captured.err
     assert_every_file_complete(out)
     assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
     (out / "ballast").unlink()
-    figures.write_index(out)
+    index.write_index(out)
     entry = {e["notebook"]: e for e in json.loads((out / "index.json").read_text())["notebooks"]}["04_fill"]
     assert entry["status"] in ("failed", "incomplete")  # never "ok"
     assert_every_file_complete(out)
@@ -220,6 +200,6 @@ def test_an_interrupted_swap_puts_the_published_folder_back(tmp_path, monkeypatc
 
     monkeypatch.setattr(os, "rename", rename)
     with pytest.raises(KeyboardInterrupt):
-        runner._publish(staging, target)
+        publish.swap(staging, target)
     monkeypatch.undo()
     assert files_under(target) == ["old.png"] and files_under(staging) == ["new.png"]

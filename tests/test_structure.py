@@ -2,12 +2,11 @@
 import numpy as np
 import pytest
 import torch
+from helpers import random_images as images
 
 import vitequiv
 from vitequiv import structure
 from vitequiv.jacobians import LinearMap
-
-from conftest import random_images as images
 
 
 def test_last_block_equals_embed(tiny_model):

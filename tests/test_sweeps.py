@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_runner import make_notebook, make_suite
-from test_runner_reliability import start_runner, wait_for
+from helpers import make_notebook, make_suite, start_runner, wait_for
 
-from vitequiv import cache, runner, sweeps
+from vitequiv import runner
+from vitequiv.run import cache, profiles, records, sweeps
+from vitequiv.run.suite import run_suite, run_sweep
 
 # 04 records two claims and a table from SEED and MODEL; 05 kills its Dask worker (its kernel's parent) once for
 # SEED == KILL_ONCE and every time for SEED == KILL_ALWAYS; 06 blocks for SEED == BLOCK_SEED while the file BLOCK
@@ -151,7 +152,8 @@ def test_listed_combinations_cross_the_axes_and_their_folders_show_what_tells_th
     (suite / "notebooks" / "sweeps" / "pairs.yaml").write_text(
         "profile: tiny\nnotebooks: ['01']\ncombinations:\n  - {MODEL: a, X: 0}\n  - {MODEL: b, X: 5}\n")
     sweep = sweeps.from_arguments([], "pairs", None, None, [])
-    planned, notes = sweeps.plan(sweep, runner.load_profile("tiny"), runner.discover(["01"]), runner.inspect_all()[0])
+    planned, notes = sweeps.plan(sweep, profiles.load_profile("tiny"), profiles.discover(["01"]),
+                                 profiles.inspect_all()[0])
     assert [(p.folder, p.parameters) for p in planned] == [("MODEL=a", {"X": 0, "MODEL": "a"}),
                                                            ("MODEL=b", {"X": 5, "MODEL": "b"})] and not notes
     assert sweep.swept == {"MODEL": ["a", "b"], "X": [0, 5]}
@@ -161,7 +163,8 @@ def test_listed_combinations_cross_the_axes_and_their_folders_show_what_tells_th
         "profile: tiny\nnotebooks: ['01']\ncombinations:\n  - {MODEL: a}\n  - {MODEL: b}\n")
     crossed = sweeps.from_arguments(["X=1,2"], str(suite / "notebooks" / "sweeps" / "pairs.yaml"), None, None, [])
     assert crossed.name == "pairs+X"
-    planned, _ = sweeps.plan(crossed, runner.load_profile("tiny"), runner.discover(["01"]), runner.inspect_all()[0])
+    planned, _ = sweeps.plan(crossed, profiles.load_profile("tiny"), profiles.discover(["01"]),
+                             profiles.inspect_all()[0])
     assert [p.folder for p in planned] == ["MODEL=a,X=1", "MODEL=a,X=2", "MODEL=b,X=1", "MODEL=b,X=2"]
 
 
@@ -172,10 +175,10 @@ REPO = Path(__file__).resolve().parents[1]
 def test_the_sweep_files_plan_against_the_real_notebooks(path, monkeypatch):
     monkeypatch.setenv("VITEQUIV_ROOT", str(REPO))
     sweep = sweeps.from_arguments([], str(path), None, None, [])
-    profile = runner.load_profile(sweep.profile)
-    declared, _ = runner.inspect_all()
-    runner.check_profile(profile, declared)
-    planned, notes = sweeps.plan(sweep, profile, runner.discover(sweep.selection), declared)
+    profile = profiles.load_profile(sweep.profile)
+    declared, _ = profiles.inspect_all()
+    profiles.check_profile(profile, declared)
+    planned, notes = sweeps.plan(sweep, profile, profiles.discover(sweep.selection), declared)
     assert planned and not notes and sweep.name == path.stem
     assert len({p.folder for p in planned}) == len(planned)
 
@@ -188,24 +191,24 @@ def test_a_missing_sweep_file_lists_the_known_ones(suite):
 def test_a_swept_name_that_no_selected_notebook_declares_is_an_error(suite, capsys):
     out = suite / "out"
     argv = ["--profile", "tiny", "--sweep", "SEED=0,1", "--sweep", "SEEED=1", "--output-dir", str(out), "04"]
-    assert runner.main(argv) == runner.EXIT_USAGE
+    assert runner.main(argv) == records.EXIT_USAGE
     error = capsys.readouterr().err
     assert "SEEED (swept, from the command line) is declared by no selected notebook" in error
     assert "did you mean SEED?" in error and "they declare: MODEL, SEED" in error
     assert not out.exists() and not (suite / "notebooks" / "kernel.pid").exists()  # nothing ran, nothing written
     command_line = start_runner(suite, *argv[:-3], "04")  # python -m vitequiv.runner: the same error, no traceback
     stdout, stderr = command_line.communicate(timeout=120)
-    assert command_line.returncode == runner.EXIT_USAGE and "SEEED (swept" in stderr and "Traceback" not in stderr
+    assert command_line.returncode == records.EXIT_USAGE and "SEEED (swept" in stderr and "Traceback" not in stderr
     assert runner.main(["--profile", "tiny", "--sweep", "SLEEP=1", "--output-dir", str(out), "04"]) == 2  # in 03 only
-    assert runner.main(["--profile", "tiny", "--sweep-name", "x", "--output-dir", str(out)]) == runner.EXIT_USAGE
+    assert runner.main(["--profile", "tiny", "--sweep-name", "x", "--output-dir", str(out)]) == records.EXIT_USAGE
     assert "--sweep-name 'x': name a sweep with --sweep or --sweep-file" in capsys.readouterr().err
 
 
 def test_a_name_declared_by_some_notebooks_is_swept_where_declared(suite):
-    profile = runner.load_profile("tiny")
-    declared, _ = runner.inspect_all()
+    profile = profiles.load_profile("tiny")
+    declared, _ = profiles.inspect_all()
     sweep = sweeps.Sweep({"SEED": [0, 1], "X": [5]}, profile="tiny", selection=["01", "03", "04"])
-    planned, notes = sweeps.plan(sweep, profile, runner.discover(sweep.selection), declared)
+    planned, notes = sweeps.plan(sweep, profile, profiles.discover(sweep.selection), declared)
     assert [(p.notebook.stem, p.folder) for p in planned] == [
         ("01_good", "X=5"), ("04_claims", "SEED=0"), ("04_claims", "SEED=1")]
     assert planned[0].parameters == {"X": 5} and planned[2].parameters == {"SEED": 1}
@@ -219,7 +222,7 @@ def test_a_name_declared_by_some_notebooks_is_swept_where_declared(suite):
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"], "give one of them"),
 ])
 def test_bad_cluster_options_are_refused(suite, capsys, argv, fragment):
-    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), *argv]) == runner.EXIT_USAGE
+    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), *argv]) == records.EXIT_USAGE
     assert fragment in capsys.readouterr().err and not (suite / "out").exists()
 
 
@@ -258,8 +261,8 @@ def test_weights_are_identified_by_their_checksum_or_cache_commit(tmp_path, monk
     assert cache.weights_identity("cat->rocket") is None and cache.weights_identity("cat") is None
 
 
-def run_plain(suite: Path, *args: str) -> list[runner.RunRecord]:
-    return runner.run_suite(list(args) or ["03", "04"], "tiny", suite / "out").records
+def run_plain(suite: Path, *args: str) -> list[records.RunRecord]:
+    return run_suite(list(args) or ["03", "04"], "tiny", suite / "out").records
 
 
 def test_an_unchanged_notebook_is_skipped_and_the_summary_says_since_when(suite, capsys):
@@ -269,7 +272,7 @@ def test_an_unchanged_notebook_is_skipped_and_the_summary_says_since_when(suite,
     assert key["run_id"] == first[1].run_id and key["inputs"]["parameters"] == {}
     assert key["environment"]["device"] in ("cpu", "mps") or key["environment"]["device"].startswith("cuda:")
     capsys.readouterr()
-    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), "03", "04"]) == runner.EXIT_OK
+    assert runner.main(["--profile", "tiny", "--output-dir", str(suite / "out"), "03", "04"]) == records.EXIT_OK
     printed = capsys.readouterr().out
     assert f"[2/2] 04_claims: skipped: unchanged since {first[1].finished}" in printed
     assert f"04_claims                            skipped          0.0s       0  unchanged since {first[1].finished}" \
@@ -279,7 +282,7 @@ def test_an_unchanged_notebook_is_skipped_and_the_summary_says_since_when(suite,
     index = {e["notebook"]: e for e in json.loads((suite / "out" / "index.json").read_text())["notebooks"]}
     assert index["04_claims"]["status"] == "ok" and index["04_claims"]["run_id"] == first[1].run_id
     assert "04_claims.key" not in index  # a cache key is no notebook
-    forced = runner.run_suite(["04"], "tiny", suite / "out", force=True).records
+    forced = run_suite(["04"], "tiny", suite / "out", force=True).records
     assert forced[0].status == "ok" and forced[0].run_id != first[1].run_id
 
 
@@ -349,22 +352,22 @@ def test_a_failed_run_leaves_no_key(suite):
 def swept(tmp_path_factory):
     """One suite swept 2 x 2 (SEED x MODEL) in-process into inproc/ and on a local cluster of 2 workers into dask/;
     the cluster stays up for the other tests of this module."""
-    from vitequiv.cluster import connect
+    from vitequiv.run.cluster import connect
 
     root = make_sweep_suite(tmp_path_factory.mktemp("swept"))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VITEQUIV_ROOT", str(root))
         sweep = sweep_of(SEED=[0, 1], MODEL=["a", "b"])
-        inproc = sweeps.run_sweep(sweep, root / "inproc")
+        inproc = run_sweep(sweep, root / "inproc")
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed), connect(2, None) as executor:
-            on_cluster = sweeps.run_sweep(sweep, root / "dask", executor=lambda: contextlib.nullcontext(executor))
+            on_cluster = run_sweep(sweep, root / "dask", executor=lambda: contextlib.nullcontext(executor))
             yield root, inproc, on_cluster, executor, printed.getvalue()
 
 
 def test_a_cluster_sweep_makes_the_same_table_as_an_in_process_one(swept):
     root, inproc, on_cluster, _, printed = swept
-    assert inproc.exit_status == on_cluster.exit_status == runner.EXIT_OK
+    assert inproc.exit_status == on_cluster.exit_status == records.EXIT_OK
     local, dask = read_table(root / "inproc"), read_table(root / "dask")
     pd.testing.assert_frame_equal(local.drop(columns=TIME_COLUMNS), dask.drop(columns=TIME_COLUMNS))
     assert list(local["combination"]) == ["SEED=0,MODEL=a", "SEED=0,MODEL=b", "SEED=1,MODEL=a", "SEED=1,MODEL=b"]
@@ -403,13 +406,13 @@ def test_a_second_invocation_computes_nothing_twice(swept, monkeypatch, capsys):
     out = root / "dask"
     keys = sorted(out.rglob("*.key.json"))
     before, first_table = [p.read_text() for p in keys], read_table(out)
-    again = sweeps.run_sweep(sweep_of(SEED=[0, 1], MODEL=["a", "b"]), out)  # in-process, on the cluster's results
-    assert [r.status for r in again.records] == ["skipped"] * 4 and again.exit_status == runner.EXIT_OK
+    again = run_sweep(sweep_of(SEED=[0, 1], MODEL=["a", "b"]), out)  # in-process, on the cluster's results
+    assert [r.status for r in again.records] == ["skipped"] * 4 and again.exit_status == records.EXIT_OK
     assert [p.read_text() for p in keys] == before
     table = read_table(out)
     assert list(table["cached"]) == ["yes"] * 4
     pd.testing.assert_frame_equal(table.drop(columns=["cached"]), first_table.drop(columns=["cached"]))
-    wider = sweeps.run_sweep(sweep_of(SEED=[0, 1, 2], MODEL=["a", "b"]), out,
+    wider = run_sweep(sweep_of(SEED=[0, 1, 2], MODEL=["a", "b"]), out,
                              executor=lambda: contextlib.nullcontext(executor))  # the same cluster again
     assert [r.status for r in wider.records] == ["skipped"] * 4 + ["ok"] * 2
     assert list(read_table(out)["cached"]) == ["yes"] * 4 + ["no"] * 2
@@ -418,7 +421,7 @@ def test_a_second_invocation_computes_nothing_twice(swept, monkeypatch, capsys):
 def test_a_plain_run_on_the_cluster_publishes_like_an_in_process_one(swept, monkeypatch):
     root, _, _, executor, _ = swept
     monkeypatch.setenv("VITEQUIV_ROOT", str(root))
-    result = runner.run_suite(["02", "04"], "tiny", root / "plain", executor=lambda: contextlib.nullcontext(executor))
+    result = run_suite(["02", "04"], "tiny", root / "plain", executor=lambda: contextlib.nullcontext(executor))
     assert [r.status for r in result.records] == ["failed", "ok"] and "boom" in result.records[0].error
     index = {e["notebook"]: e for e in json.loads((root / "plain" / "index.json").read_text())["notebooks"]}
     assert index["04_claims"]["status"] == "ok" and index["04_claims"]["outputs_from_last_run"]
@@ -431,13 +434,13 @@ def test_a_killed_worker_is_retried_once_and_the_sweep_completes(swept, monkeypa
     root, _, _, executor, _ = swept
     monkeypatch.setenv("VITEQUIV_ROOT", str(root))
     sweep = sweeps.Sweep({"SEED": [0, 1, 2]}, profile="kill", selection=["05"])
-    result = sweeps.run_sweep(sweep, root / "killed", executor=lambda: contextlib.nullcontext(executor))
+    result = run_sweep(sweep, root / "killed", executor=lambda: contextlib.nullcontext(executor))
     assert [r.status for r in result.records] == ["ok", "ok", "failed"]
     assert (root / "marker").exists()  # SEED=1 killed its first worker: the ok row is the retry
     assert "its worker died on each of 2 tries (Dask KilledWorker" in result.records[2].error
     table = read_table(root / "killed", "kill-SEED")
     assert list(table["status"]) == ["ok", "ok", "failed"] and "KilledWorker" in table["error"][2]
-    assert result.exit_status == runner.EXIT_FAILED
+    assert result.exit_status == records.EXIT_FAILED
 
 
 def test_an_interrupted_sweep_resumes_where_it_stopped(suite):
@@ -447,20 +450,20 @@ def test_an_interrupted_sweep_resumes_where_it_stopped(suite):
     wait_for(pid_file.exists, 120, "SEED=1 to start blocking")
     run.send_signal(signal.SIGINT)
     stdout, stderr = run.communicate(timeout=60)
-    assert run.returncode == runner.EXIT_INTERRUPTED, stdout + stderr
+    assert run.returncode == records.EXIT_INTERRUPTED, stdout + stderr
     table = read_table(suite / "out", "block-SEED")
     assert list(table["status"]) == ["ok", "interrupted", "not run"]
     (suite / "block").unlink()
-    resumed = sweeps.run_sweep(sweeps.Sweep({"SEED": [0, 1, 2]}, profile="block", selection=["06"]), suite / "out")
+    resumed = run_sweep(sweeps.Sweep({"SEED": [0, 1, 2]}, profile="block", selection=["06"]), suite / "out")
     assert [r.status for r in resumed.records] == ["skipped", "ok", "ok"]
     assert list(read_table(suite / "out", "block-SEED")["status"]) == ["ok"] * 3
 
 
 def test_the_sweep_command_line_end_to_end(suite, capsys):
     argv = ["--profile", "tiny", "--sweep", "SEED=0,1", "--sweep-name", "two", "--output-dir", str(suite / "out"), "04"]
-    assert runner.main(argv) == runner.EXIT_OK
+    assert runner.main(argv) == records.EXIT_OK
     printed = capsys.readouterr().out
     assert "[2/2] SEED=1 04_claims: ok" in printed and f"sweep table: {suite / 'out/sweeps/two/table.md'}" in printed
-    assert runner.main(argv) == runner.EXIT_OK
+    assert runner.main(argv) == records.EXIT_OK
     assert "[1/2] SEED=0 04_claims: skipped: unchanged since" in capsys.readouterr().out
     assert (suite / "out" / "sweeps" / "two" / "SEED=0" / "04_claims" / "manifest.json").is_file()

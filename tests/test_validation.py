@@ -6,12 +6,11 @@ hub checks have tables of their own (test_models, test_images_reliability, test_
 """
 import pytest
 import torch
+from helpers import random_images
 
 import vitequiv as vq
 from vitequiv import detection, lipschitz, structure
 from vitequiv.matching import L2Ball, LinfBall
-
-from conftest import random_images
 
 
 def _targets(model):

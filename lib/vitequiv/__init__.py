@@ -50,9 +50,8 @@ from .metrics import cosine, cosine_matrix, l1_255, l2_255, linf_255, psnr, quan
 from .models import BlockEmbedding, EmbeddingModel, UnknownModelError, embed_batched, load_model
 from .seeding import seed_everything
 from .systematic import SystematicResult, systematic_evaluation
+from .version import __version__
 from .weights import WeightsUnavailableError
-
-__version__ = "0.1.0"
 
 __all__ = [
     # modules

@@ -1,8 +1,9 @@
-"""What a run ran on: library versions and the device, recorded beside the figures it made."""
+"""What a run ran on and when: library versions, the device and the time stamp, recorded beside its figures."""
 from __future__ import annotations
 
 import importlib.metadata
 import platform
+from datetime import datetime, timezone
 
 import torch
 
@@ -21,3 +22,8 @@ def library_versions() -> dict[str, str]:
     versions["device"] = (torch.cuda.get_device_name() if torch.cuda.is_available()
                           else f"cpu ({torch.get_num_threads()} threads)")
     return versions
+
+
+def now() -> str:
+    """The time in ISO 8601, UTC, to the second: the stamp of manifests and run records."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

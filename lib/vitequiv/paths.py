@@ -29,8 +29,8 @@ from pathlib import Path
 STAGING = ".staging"  # figures/.staging/<notebook>-<run id>/: a runner run in progress
 RUNS = ".runs"  # figures/.runs/<notebook>.json: the record of each notebook's last runner run
 SCRATCH = "_scratch"  # figures/_scratch/<notebook>/: interactive and ad-hoc runs
-KEY_SUFFIX = ".key.json"  # figures/.runs/<notebook>.key.json: what determined its last ok run (vitequiv.cache)
-SWEEPS = "sweeps"  # figures/sweeps/<sweep>/<combination>/<notebook>/: parameter sweeps (vitequiv.sweeps)
+KEY_SUFFIX = ".key.json"  # figures/.runs/<notebook>.key.json: what determined its last ok run (vitequiv.run.cache)
+SWEEPS = "sweeps"  # figures/sweeps/<sweep>/<combination>/<notebook>/: parameter sweeps (vitequiv.run.sweeps)
 RESERVED = frozenset({SWEEPS})  # figures/ folders that hold no notebook's outputs
 # atomic_path's temporary files: .<stem>.<pid>-<random><suffix>.part (the pid tells whether the writer lives)
 _PART = re.compile(r"^\..*\.(\d+)-[a-z0-9_]{8}(\.[^.]*)?\.part$")

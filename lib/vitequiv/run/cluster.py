@@ -1,9 +1,10 @@
 """Run the runner's tasks on a Dask cluster: a local one (``--workers N``) or a running one (``--scheduler ADDRESS``).
 
-Each task (one notebook with its parameters) runs :func:`execute_task` on a worker: papermill executes the
-notebook's text, sent with the task, in a folder of the worker's own, and the files it made travel back in the
-task's return value, so workers need not share the client's disk; the client publishes them exactly as an
-in-process run is published (staging folder, one rename). Workers need the same environment as the client
+Each job (one notebook with its parameters) runs :func:`execute_task` on a worker: papermill executes the
+notebook's text, sent with the job, in a folder of the worker's own, and the files it made travel back in the
+:class:`~vitequiv.run.execute.Outcome`, so workers need not share the client's disk; the caller publishes them
+exactly as an in-process run is published (staging folder, one rename). Like every executor, this one only
+executes: it writes no run record and publishes nothing. Workers need the same environment as the client
 (the package, the embedded weights or a hub cache); each reports its environment for the cache key.
 
 A worker that dies while running a task (killed, out of memory) costs the task one attempt: a local cluster
@@ -25,21 +26,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ..environment import now
+from ..paths import notebooks_dir
 from . import cache
-from .figures import now
-from .paths import notebooks_dir
-from .runner import (
-    ExecutorFactory,
-    RunnerError,
-    RunRecord,
-    Task,
-    error_text,
-    execute,
-    kernel_environment,
-    new_record,
-    publish_files,
-    write_record,
-)
+from .execute import ExecutorFactory, Job, Outcome, execute, kernel_environment
+from .records import RunnerError, RunStatus, error_text
 
 WORKER_WAIT_S = 60  # how long to wait for a running scheduler's first worker
 _ONE_AT_A_TIME = threading.Lock()  # papermill changes the process's working directory and environment
@@ -118,7 +109,7 @@ def connect(workers: int | None, scheduler: str | None) -> Iterator[DaskExecutor
 
 
 class DaskExecutor:
-    """Tasks run as Dask tasks, all submitted at once; the client publishes each result as it arrives."""
+    """Jobs run as Dask tasks, all submitted at once; each outcome is handed back as it arrives."""
 
     def __init__(self, client: Any, description: str) -> None:
         self.client, self.description = client, description
@@ -145,68 +136,53 @@ class DaskExecutor:
                   "keyed by their own", flush=True)
         return found
 
-    def run(self, tasks: list[Task], profile_name: str, run_id: str, done: Callable[..., None]) -> None:
+    def run(self, jobs: list[Job], started: Callable[[Job], None], done: Callable[[Job, Outcome], None]) -> None:
         from distributed import as_completed
 
-        if not tasks:
+        if not jobs:
             return
         threads = self._threads_by_host()
         futures = {}
-        for i, task in enumerate(tasks):
-            record = new_record(task, profile_name, run_id)
-            with contextlib.suppress(OSError):  # a disk that cannot take it fails the publication later, saying so
-                write_record(task, record)
+        for i, job in enumerate(jobs):
+            task = job.task
+            started(job)
             payload = {"notebook": task.stem, "filename": task.notebook.name, "source": task.source,
-                       "parameters": task.parameters, "profile": profile_name, "run_id": run_id,
+                       "parameters": task.parameters, "profile": job.profile, "run_id": job.run_id,
                        "candidates": sorted(task.candidates), "threads": threads}
-            key = f"{task.stem}-{task.combination or 'run'}-{run_id}-{i}"
-            future = self.client.submit(execute_task, payload, key=key, pure=False)
-            futures[future] = (task, record)
-        print(f"submitted {len(tasks)} task(s) to the {self.description}", flush=True)
+            key = f"{task.stem}-{task.combination or 'run'}-{job.run_id}-{i}"
+            futures[self.client.submit(execute_task, payload, key=key, pure=False)] = job
+        print(f"submitted {len(jobs)} task(s) to the {self.description}", flush=True)
         pending = set(futures)
         try:
             for future in as_completed(futures):
                 pending.discard(future)
-                task, record = futures[future]
-                done(task, *self._collect(future, task, record))
+                done(futures[future], self._outcome(future))
         except KeyboardInterrupt:
             for future in pending:
                 future.cancel()
-                task, record = futures[future]
-                record.status, record.error, record.finished = "interrupted", "interrupted", now()
-                with contextlib.suppress(OSError):
-                    write_record(task, record)
-                done(task, record, None)
+                done(futures[future], Outcome(RunStatus.INTERRUPTED, "interrupted", finished=now()))
 
     @staticmethod
-    def _collect(future: Any, task: Task, record: RunRecord) -> tuple[RunRecord, Mapping | None]:
-        """The published record of a finished future, and the environment it ran in (None unless ok)."""
+    def _outcome(future: Any) -> Outcome:
+        """What a finished future did: its result, or why it has none."""
         from distributed import KilledWorker
 
         try:
             result = future.result()
         except KilledWorker as err:
             last = getattr(err.last_worker, "address", "unknown")
-            return _failed(task, record, f"its worker died on each of {err.allowed_failures + 1} tries (Dask "
-                                         f"KilledWorker; the last on {last})"), None
+            return Outcome(RunStatus.FAILED, f"its worker died on each of {err.allowed_failures + 1} tries (Dask "
+                                             f"KilledWorker; the last on {last})", finished=now())
         except Exception as err:  # the task raised on the worker, or the cluster lost it
-            return _failed(task, record, f"the task failed on its worker: {error_text(err)}"), None
-        record.status, record.error = result["status"], result["error"]
-        record.seconds, record.started, record.finished = result["seconds"], result["started"], result["finished"]
-        record = publish_files(task, record, result["files"])
-        return record, result["environment"] if record.status == "ok" else None
+            return Outcome(RunStatus.FAILED, f"the task failed on its worker: {error_text(err)}", finished=now())
+        environment = result["environment"] if result["status"] == RunStatus.OK else None
+        return Outcome(RunStatus(result["status"]), result["error"], result["seconds"], result["started"],
+                       result["finished"], result["files"], environment)
 
 
 def usable_cores() -> int:
     """The cores this process may run on (its affinity where the system tells it, else all)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _failed(task: Task, record: RunRecord, error: str) -> RunRecord:
-    record.status, record.error, record.finished = "failed", error, now()
-    with contextlib.suppress(OSError):
-        write_record(task, record)
-    return record
 
 
 def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,5 +211,5 @@ def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
         seconds, finished = time.perf_counter() - start, now()
         files = {str(p.relative_to(out / stem)): p.read_bytes() for p in sorted((out / stem).rglob("*"))
                  if p.is_file() and not p.name.endswith(".part")}
-    return {"status": status, "error": error, "seconds": seconds, "started": started, "finished": finished,
+    return {"status": status.value, "error": error, "seconds": seconds, "started": started, "finished": finished,
             "files": files, "environment": cache.environment(payload["candidates"]), "worker": worker.address}

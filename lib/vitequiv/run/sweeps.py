@@ -13,10 +13,10 @@ profile) and ``description``. The listed combinations are crossed with the ``swe
 A swept name must be declared by at least one selected notebook; it is swept where declared (the runner says
 where not), and a notebook that declares no swept name is left out. Each combination of one notebook runs
 as one task and publishes into ``figures/sweeps/<sweep>/<combination>/<notebook>/`` with its own run record
-and cache key (a finished combination is never computed twice, see :mod:`vitequiv.cache`); the combination's
+and cache key (a finished combination is never computed twice, see :mod:`vitequiv.run.cache`); the combination's
 folder name is ``NAME=value,NAME2=value`` with characters unsafe in file names percent-escaped. The sweep's
 name is ``--sweep-name``, else the sweep file's name, else ``<profile>-<NAME>+<NAME2>``. At the end the sweep
-table and verdict grid are written (:mod:`vitequiv.sweep_report`) and the index links them.
+table and verdict grid are written (:mod:`vitequiv.run.sweep_report`) and the index links them.
 """
 from __future__ import annotations
 
@@ -31,29 +31,10 @@ from typing import Any
 
 import yaml
 
-from .figures import PARAMETER_NAME
-from .paths import SWEEPS, notebooks_dir
-from .runner import (
-    ExecutorFactory,
-    RunnerError,
-    SuiteResult,
-    UniqueKeyLoader,
-    check_profile,
-    clean_stale,
-    close_match,
-    discover,
-    error_text,
-    inspect_all,
-    load_profile,
-    make_task,
-    open_executor,
-    output_root,
-    parameters_for,
-    read_yaml,
-    run_tasks,
-    signals_interrupt,
-    write_index_or_say,
-)
+from ..figures import PARAMETER_NAME
+from ..paths import notebooks_dir
+from .profiles import Profile, UniqueKeyLoader, close_match, parameters_for, read_yaml
+from .records import RunnerError
 
 FILE_KEYS = ("description", "profile", "notebooks", "parameters", "sweep", "combinations")
 MAX_FOLDER = 120  # longer combination names are cut and given a hash
@@ -112,16 +93,6 @@ class Planned:
     folder: str
     parameters: dict
     shown: dict = field(default_factory=dict)  # the values that name it (a listed model, not also its control)
-
-
-@dataclass
-class SweepResult(SuiteResult):
-    """What :func:`run_sweep` did: the records (one per combination and notebook) and where the table went."""
-
-    sweep: Sweep | None = None
-    planned: list[Planned] = field(default_factory=list)
-    report: Path | None = None  # the sweep table's Markdown file; None if it could not be written
-    notes: list[str] = field(default_factory=list)
 
 
 # ---- reading sweeps: --sweep options and sweep files ---------------------------------------------------------
@@ -300,7 +271,7 @@ def _telling(listed: list[dict]) -> list[str]:
     return names
 
 
-def plan(sweep: Sweep, profile: Mapping, selected: list[Path], declared: Mapping[str, Mapping | None]) -> tuple[
+def plan(sweep: Sweep, profile: Profile, selected: list[Path], declared: Mapping[str, Mapping | None]) -> tuple[
         list[Planned], list[str]]:
     """Every (notebook, combination) the sweep runs, notebook by notebook, and notes on what is left out.
 
@@ -327,7 +298,7 @@ def plan(sweep: Sweep, profile: Mapping, selected: list[Path], declared: Mapping
         if not any(name in names for name in sweep.names):
             notes.append(f"{nb.stem} declares none of {', '.join(sweep.names)} and is left out of the sweep")
             continue
-        base = parameters_for(nb, profile, profile["name"], names)
+        base = parameters_for(nb, profile, profile.name, names)
         fixed = {k: v for k, v in sweep.parameters.items() if k in names}
         listed = [{k: v for k, v in c.items() if k in names} for c in sweep.combinations] or [{}]
         listed = [json.loads(c) for c in dict.fromkeys(json.dumps(c) for c in listed)]  # alike where undeclared
@@ -341,42 +312,3 @@ def plan(sweep: Sweep, profile: Mapping, selected: list[Path], declared: Mapping
                 raise SweepError(f"sweep {sweep.name}: two combinations of {nb.stem} share the folder {folder}")
             planned.append(Planned(nb, values, folder, base | fixed | values, label))
     return planned, notes
-
-
-# ---- running ----------------------------------------------------------------------------------------------------
-
-def run_sweep(sweep: Sweep, out_root: Path | None = None, *, force: bool = False,
-              executor: ExecutorFactory | None = None) -> SweepResult:
-    """Run every combination of ``sweep`` (see the module docstring), then write its table and the index.
-
-    Everything is checked before anything runs (RunnerError); combinations that finished ok before, in an
-    equal environment, are not run again unless ``force``.
-    """
-    from .sweep_report import write_report
-
-    profile = load_profile(sweep.profile)
-    selected = discover(sweep.selection)
-    declared, _ = inspect_all()
-    check_profile(profile, declared)
-    planned, notes = plan(sweep, profile, selected, declared)
-    for note in notes:
-        print(f"note: {note}", flush=True)
-    with open_executor(executor) as runs_on:
-        root = output_root(out_root)
-        sweep_root = root / SWEEPS / sweep.name
-        tasks = [make_task(p.notebook, p.parameters, sweep_root / p.folder, declared[p.notebook.stem],
-                           combination=p.folder) for p in planned]
-        for folder in {task.out_root for task in tasks if task.out_root.is_dir()}:
-            clean_stale(folder)
-        print(f"sweep {sweep.name}: {len(tasks)} run(s) of {len({p.notebook for p in planned})} notebook(s), "
-              f"{runs_on.description}, outputs in {sweep_root}", flush=True)
-        report, report_error = None, ""
-        with signals_interrupt():
-            records = run_tasks(tasks, sweep.profile, runs_on, force)
-            try:
-                report = write_report(sweep_root, sweep, planned, tasks, records, runs_on.description, notes)
-            except (OSError, ValueError, KeyboardInterrupt) as err:
-                report_error = f"could not write the sweep table in {sweep_root}: {error_text(err)}"
-            index_error = write_index_or_say(root)
-    error = "; ".join(e for e in (report_error, index_error) if e)
-    return SweepResult(sweep.profile, sweep_root, records, error, sweep, planned, report, notes)

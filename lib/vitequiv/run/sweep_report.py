@@ -33,9 +33,11 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from .figures import STYLE, VERDICTS, markdown_cell, now, run_record_path
-from .paths import atomic_path
-from .runner import RunRecord, Task
+from ..environment import now
+from ..figures import STYLE, VERDICTS
+from ..paths import atomic_path
+from .index import markdown_cell
+from .records import RunRecord, RunStatus, Task, read_json, run_record_path
 from .sweeps import Planned, Sweep, render_value
 
 SCHEMA = 1
@@ -52,7 +54,7 @@ class Row:
 
     planned: Planned
     task: Task
-    status: str  # ok | failed | interrupted | not run
+    status: RunStatus  # ok | failed | interrupted | not run
     cached: bool
     seconds: float
     finished: str
@@ -65,24 +67,16 @@ class Row:
         return self.task.out_root / self.task.stem
 
 
-def _read(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def make_row(planned: Planned, task: Task, record: RunRecord) -> Row:
     """The row of one finished (or skipped, or never run) task; claims and tables only from an ok run."""
-    cached = record.status == "skipped"
-    status, seconds, finished = ("ok" if cached else record.status), record.seconds, record.finished
+    cached = record.status == RunStatus.SKIPPED
+    status, seconds, finished = (RunStatus.OK if cached else record.status), record.seconds, record.finished
     if cached:
-        run = _read(run_record_path(task.out_root, task.stem))
+        run = read_json(run_record_path(task.out_root, task.stem))[0] or {}
         seconds, finished = float(run.get("seconds") or 0.0), str(run.get("finished") or "")
     row = Row(planned, task, status, cached, seconds, finished, record.error)
-    if status == "ok":
-        manifest = _read(row.folder / "manifest.json")
+    if status == RunStatus.OK:
+        manifest = read_json(row.folder / "manifest.json")[0] or {}
         row.claims = {str(k): v for k, v in (manifest.get("claims") or {}).items() if isinstance(v, Mapping)}
         for name, entry in (manifest.get("tables") or {}).items():
             csv = next((f for f in entry.get("files", []) if str(f).endswith(".csv")), None)
@@ -121,7 +115,7 @@ def spread(rows: Sequence[Row]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], 
     Returns the long form (for ``spread.csv``), one readable frame per table ("median [min, max]"), and notes on
     the tables that were not aggregated and why.
     """
-    ok = [row for row in rows if row.status == "ok"]
+    ok = [row for row in rows if row.status == RunStatus.OK]
     long, readable, notes = [], {}, []
     for name in dict.fromkeys(t for row in ok for t in row.tables):
         try:
@@ -169,7 +163,7 @@ def _column_label(row: Row, width: int = 24) -> str:
         parts = textwrap.wrap(f"{name}={render_value(value)}", width, break_long_words=True)
         lines += parts[:2] + [textwrap.shorten(" ".join(parts[2:]), width, placeholder="...")] if len(parts) > 3 \
             else parts
-    return "\n".join(lines + ([f"({row.status})"] if row.status != "ok" else []))
+    return "\n".join(lines + ([f"({row.status})"] if row.status != RunStatus.OK else []))
 
 
 def verdict_grid(sections: Sequence[tuple[str, Sequence[Row]]], title: str = "") -> plt.Figure:
@@ -188,7 +182,7 @@ def verdict_grid(sections: Sequence[tuple[str, Sequence[Row]]], title: str = "")
         fig, axes = plt.subplots(len(panels), 1, figsize=(4.6 + column_width * columns, sum(heights) + 0.7),
                                  gridspec_kw={"height_ratios": heights}, squeeze=False)
         for ax, (notebook, rows, claims), column_labels in zip(axes[:, 0], panels, labels):
-            cells = [[row.claims.get(claim, {}).get("verdict", MISSING) if row.status == "ok" else MISSING
+            cells = [[row.claims.get(claim, {}).get("verdict", MISSING) if row.status == RunStatus.OK else MISSING
                       for row in rows] for claim in claims]
             cells = [[v if v in order else MISSING for v in line] for line in cells]
             codes = np.array([[order.index(v) for v in line] for line in cells])  # (claims, combinations)
@@ -280,7 +274,7 @@ def render_markdown(sweep: Sweep, sections: Sequence[tuple[str, Sequence[Row]]],
                       f"{markdown_cell(row.claims[claim].get('ours', ''))} |" for row in section if claim in row.claims]
             lines.append("")
         long, readable, spread_notes = spreads[notebook]
-        ok = sum(row.status == "ok" for row in section)
+        ok = sum(row.status == RunStatus.OK for row in section)
         if readable or spread_notes:
             lines += [f"### Spread of the tables' numbers across the {ok} ok combination(s)", "",
                       "Each cell: median [min, max] across the combinations.", ""]

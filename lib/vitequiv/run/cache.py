@@ -25,11 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .paths import KEY_SUFFIX, RUNS, atomic_path
+from ..environment import library_versions
+from ..models import EMBEDDED, RANDOM_PREFIX
+from ..paths import KEY_SUFFIX, RUNS, atomic_path
+from ..version import __version__
+from ..weights import checksum_path, weights_path
+from .records import read_json, run_record_path
 
 SCHEMA = 1
-EMBEDDED = "embedded"
-RANDOM_PREFIX = "random:"
 UNAVAILABLE = "unavailable"  # the start of a weights identity that names no weights
 _TIMM_NAME = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)?")  # a string that may be a timm model name
 
@@ -58,7 +61,7 @@ def code_digest(notebook_text: str) -> str:
 def library_digest() -> str:
     """sha256 over the path and bytes of every ``.py`` file of the imported vitequiv package (fresh each call:
     a kernel started later imports the files on disk now, whatever this process imported)."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # lib/vitequiv/run/cache.py -> lib/vitequiv
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -77,8 +80,6 @@ def strings_in(value: Any) -> set[str]:
 
 
 def _embedded_identity() -> str:
-    from .weights import checksum_path, weights_path
-
     sidecar = checksum_path(weights_path())
     try:
         recorded = sidecar.read_text(encoding="ascii").split()
@@ -139,9 +140,6 @@ def device_kind() -> str:
 
 def environment(candidates: Iterable[str] = ()) -> dict[str, Any]:
     """This process's environment as a key records it; ``weights`` for those ``candidates`` that name models."""
-    from . import __version__
-    from .environment import library_versions
-
     versions = {k: v for k, v in library_versions().items() if k != "device"}
     weights = {name: identity for name in sorted(set(candidates)) if (identity := weights_identity(name))}
     return {"vitequiv": __version__, "library_source": library_digest(), "libraries": versions,
@@ -186,14 +184,6 @@ class Lookup:
     figures: int = 0
 
 
-def _read(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _changed(old: Mapping, new: Mapping) -> str:
     """Which parts of a key differ, in words."""
     parts = []
@@ -211,13 +201,11 @@ def _changed(old: Mapping, new: Mapping) -> str:
 def lookup(root: Path, notebook: str, task_inputs: Mapping, environments: Sequence[Mapping]) -> Lookup:
     """Whether ``<root>/<notebook>/`` holds a finished ok run made from ``task_inputs`` in one of
     ``environments`` (the places the run would go now), with every file its manifest lists."""
-    from .figures import run_record_path
-
     key_file = key_path(root, notebook)
     if not key_file.exists():
         return Lookup(False, "no finished ok run on record")
-    key, run = _read(key_file), _read(run_record_path(root, notebook))
-    manifest = _read(root / notebook / "manifest.json")
+    (key, _), (run, _) = read_json(key_file), read_json(run_record_path(root, notebook))
+    manifest, _ = read_json(root / notebook / "manifest.json")
     if key is None or not {"run_id", "inputs", "environment"} <= set(key):
         return Lookup(False, f"its cache record {key_file.name} cannot be read")
     if run is None or run.get("run_id") != key["run_id"]:
