@@ -229,6 +229,7 @@ def test_explorer_in_jupyterlab(tmp_path, browser):
     root = tmp_path / "lab"
     root.mkdir()
     explorer_copy(root)
+    (tmp_path / "figures").mkdir()  # VITEQUIV_FIGURES must name an existing folder
     env = {"HF_HUB_OFFLINE": "1", "VITEQUIV_FIGURES": str(tmp_path / "figures")}  # nothing lands in figures/
     with jupyterlab(root, env, tmp_path / "jupyterlab.log") as (base, token):
         context = browser.new_context(viewport={"width": 1400, "height": 1000})

@@ -75,6 +75,7 @@ def test_a_bare_papermill_run_writes_to_scratch_and_never_into_the_installed_che
 
 
 def test_an_explicit_folder_is_honoured(checkout, monkeypatch, capsys, tmp_path):
+    (tmp_path / "mine").mkdir()  # VITEQUIV_FIGURES must name an existing folder
     monkeypatch.setenv("VITEQUIV_FIGURES", str(tmp_path / "mine"))
     out = figures.Output("01_good", {"PROFILE": "default"})
     assert out.dir == tmp_path / "mine" / "01_good" and "VITEQUIV_FIGURES is set" in capsys.readouterr().out
@@ -98,7 +99,8 @@ def test_the_repository_root_is_the_working_directorys_checkout(checkout, monkey
     (tmp_path / "half" / "notebooks").mkdir(parents=True)
     (tmp_path / "half" / "pyproject.toml").write_text("")
     monkeypatch.chdir(checkout / cwd)
-    if override:
+    if override:  # another checkout (one that is not, or does not exist, is an error: test_run_reliability.py)
+        make_suite(tmp_path / override)
         monkeypatch.setenv("VITEQUIV_ROOT", str(tmp_path / override))
     want = {"clone": checkout, "installed": INSTALLED, "override": tmp_path / "override"}[expected]
     assert paths.repo_root() == want.resolve()

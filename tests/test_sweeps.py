@@ -243,9 +243,9 @@ def test_the_code_digest_sees_code_cells_only(suite):
 def test_weights_are_identified_by_their_checksum_or_cache_commit(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
+    (tmp_path / "data").mkdir()  # VITEQUIV_DATA must name an existing folder
     monkeypatch.setenv("VITEQUIV_DATA", str(tmp_path / "data"))
     assert cache.weights_identity("embedded").startswith(cache.UNAVAILABLE)
-    (tmp_path / "data").mkdir()
     (tmp_path / "data" / "dinov2_vits14_224.safetensors.sha256").write_text("abc123  dinov2_vits14_224.safetensors\n")
     assert cache.weights_identity("embedded") == "sha256:abc123"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))

@@ -5,6 +5,7 @@ The notebooks run with ``python -m vitequiv.runner`` (see its ``--help``).
 import argparse
 import sys
 
+from .paths import LocationError, data_dir
 from .weights import (
     REBUILD,
     WeightsUnavailableError,
@@ -24,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--check", action="store_true",
                       help="only verify the checksum and the tensors' names and shapes; exit 1 if not intact")
     args = parser.parse_args(argv)
+    try:
+        data_dir()
+    except LocationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     problem = weights_problem()
     mismatch = architecture_problem(weights_path()) if problem is None else None
     if mismatch and not args.force:

@@ -11,6 +11,9 @@ Environment overrides:
 - ``VITEQUIV_FIGURES``: where figures and tables go (defaults to ``<root>/figures``);
 - ``VITEQUIV_DATA``: where the converted weights and caches go (defaults to ``<root>/data``).
 
+Each must name an existing folder, and ``VITEQUIV_ROOT`` a checkout: anything else (a typo) is a
+:class:`LocationError` naming the variable, and nothing is created there.
+
 Inside ``figures/`` the runner publishes one folder per notebook; the names below are not notebooks:
 ``.staging/`` (runs in progress), ``.runs/`` (run records and cache keys), ``_scratch/`` (interactive runs) and
 ``sweeps/`` (one folder per sweep, each combination an output folder of its own).
@@ -36,6 +39,24 @@ RESERVED = frozenset({SWEEPS})  # figures/ folders that hold no notebook's outpu
 _PART = re.compile(r"^\..*\.(\d+)-[a-z0-9_]{8}(\.[^.]*)?\.part$")
 
 
+class LocationError(ValueError):
+    """``VITEQUIV_ROOT``, ``VITEQUIV_DATA`` or ``VITEQUIV_FIGURES`` names a folder that does not exist, or a root
+    that is not a checkout."""
+
+
+def _named_folder(variable: str) -> Path | None:
+    """The existing folder ``$variable`` names, None when it is unset; LocationError otherwise."""
+    value = os.environ.get(variable)
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not value.strip() or not path.is_dir():
+        what = "is empty" if not value.strip() else "is not a folder" if path.exists() else "does not exist"
+        raise LocationError(f"{variable}={value!r} {what}; point it at an existing folder (it is not created), "
+                            "or unset it to use the default")
+    return path
+
+
 def is_checkout(folder: Path) -> bool:
     """Whether ``folder`` is a vitequiv checkout: ``pyproject.toml``, ``notebooks/`` and ``lib/vitequiv/``."""
     return ((folder / "pyproject.toml").is_file() and (folder / "notebooks").is_dir()
@@ -44,8 +65,13 @@ def is_checkout(folder: Path) -> bool:
 
 def repo_root() -> Path:
     """``$VITEQUIV_ROOT``, else the checkout at or above the working directory, else the installed checkout."""
-    if "VITEQUIV_ROOT" in os.environ:
-        return Path(os.environ["VITEQUIV_ROOT"]).expanduser().resolve()
+    named = _named_folder("VITEQUIV_ROOT")
+    if named is not None:
+        if not is_checkout(named):
+            raise LocationError(f"VITEQUIV_ROOT={os.environ['VITEQUIV_ROOT']!r} is not a vitequiv checkout (it needs "
+                                "pyproject.toml, notebooks/ and lib/vitequiv/); point it at the repository's top "
+                                "folder, or unset it")
+        return named.resolve()
     try:
         here = Path.cwd()
     except OSError:  # the working directory was deleted
@@ -61,7 +87,7 @@ def repo_root() -> Path:
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("VITEQUIV_DATA", repo_root() / "data")).expanduser()
+    return _named_folder("VITEQUIV_DATA") or repo_root() / "data"
 
 
 def cache_dir() -> Path:
@@ -69,7 +95,7 @@ def cache_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    return Path(os.environ.get("VITEQUIV_FIGURES", repo_root() / "figures")).expanduser()
+    return _named_folder("VITEQUIV_FIGURES") or repo_root() / "figures"
 
 
 def scratch_dir() -> Path:

@@ -33,8 +33,10 @@ code cells and parameters, in an equal environment, is skipped ("skipped: unchan
 ``--sweep-file`` run every combination of swept values (see :mod:`vitequiv.run.sweeps`); ``--workers N`` and
 ``--scheduler ADDRESS`` run the notebooks as tasks on a Dask cluster (see :mod:`vitequiv.run.cluster`).
 
-Exit status: 0 all ok (or skipped); 1 a notebook failed or an output could not be written (the summary says
-which); 2 the command line, profile or selection is invalid; 130 interrupted (Ctrl-C, SIGTERM, SIGHUP).
+Exit status: 0 all ok (or skipped); 1 a notebook failed, its kernel did not start, or an output could not be
+written (the summary says which); 2 the command line, profile or selection is invalid, or ``VITEQUIV_ROOT``,
+``VITEQUIV_DATA`` or ``VITEQUIV_FIGURES`` names no folder (``--list`` too); 130 interrupted (Ctrl-C, SIGTERM,
+SIGHUP).
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .paths import LocationError
 from .run.cluster import executor_factory
 from .run.profiles import all_notebooks, available_profiles
 from .run.records import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, RunnerError, RunStatus, SuiteResult
@@ -88,12 +91,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.list:
-        print("notebooks:", ", ".join(nb.stem for nb in all_notebooks()))
-        print("profiles:", ", ".join(available_profiles()))
-        print("sweep files:", ", ".join(available_sweeps()) or "none")
-        return EXIT_OK
     try:
+        if args.list:
+            print("notebooks:", ", ".join(nb.stem for nb in all_notebooks()))
+            print("profiles:", ", ".join(available_profiles()))
+            print("sweep files:", ", ".join(available_sweeps()) or "none")
+            return EXIT_OK
         executor = executor_factory(args.workers, args.scheduler)
         if args.sweep or args.sweep_file:
             spec = from_arguments(args.sweep, args.sweep_file, args.sweep_name, args.profile, args.notebooks)
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = run_suite(args.notebooks, args.profile or "default", args.output_dir, force=args.force,
                                executor=executor)
-    except RunnerError as err:
+    except (RunnerError, LocationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     print("\n" + summary_table(result))

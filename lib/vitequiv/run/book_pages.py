@@ -93,6 +93,7 @@ def status_note(run: NotebookRun) -> str:
 NO_OUTPUT = {
     "not run": "was **not run** in the last `make figures` run",
     "interrupted": "was **interrupted** in its last run, which therefore published nothing",
+    "start failed": "could **not start its kernel** in its last run, which therefore published nothing",
     "incomplete": "did **not finish** its last run (its runner was stopped), which therefore published nothing",
     "running": "was **still running** when this book was built",
     "ad hoc": "has **no run** by `make figures` on record",

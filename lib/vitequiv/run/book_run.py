@@ -13,11 +13,13 @@ import nbformat
 import pandas as pd
 
 from .profiles import discover
-from .records import RunStatus, read_json
+from .records import RunStatus
+from .schemas import INDEX, MANIFEST, read_json
 
 # How a notebook's last run ended, as the runner's index records it ("running": its runner is still at work;
 # "ad hoc": its folder was written outside the runner); "not run": no record of it at all.
-INDEX_STATUSES = tuple(RunStatus(s) for s in ("ok", "failed", "interrupted", "incomplete", "running", "ad hoc"))
+INDEX_STATUSES = tuple(RunStatus(s) for s in ("ok", "failed", "start failed", "interrupted", "incomplete", "running",
+                                                "ad hoc"))
 STATUSES = (*INDEX_STATUSES, RunStatus.NOT_RUN)
 
 
@@ -122,7 +124,7 @@ def from_executed(name: str, folder: Path) -> NotebookRun:
     if manifest.exists():
         written = dt.datetime.fromtimestamp(manifest.stat().st_mtime, dt.timezone.utc)
         if started is None or written >= started - dt.timedelta(seconds=2):
-            entry, problem = read_json(manifest)
+            entry, problem = read_json(manifest, MANIFEST)
             if entry is None:
                 raise BookError(f"{manifest}: {problem}; expected what vq.Output writes")
             run.figures, run.tables = _outputs(entry.get("figures")), _outputs(entry.get("tables"))
@@ -179,14 +181,11 @@ def read_run(figures: Path) -> list[NotebookRun]:
                         "(figures/ by default), holding <notebook>/<notebook>.ipynb")
     names, index = suite_notebooks(), figures / "index.json"
     if index.exists():
-        data, problem = read_json(index)
-        try:
-            entries = dict(_named(data["notebooks"] if data else None, "notebook"))
-        except (KeyError, TypeError, AttributeError) as err:
-            problem = f"{type(err).__name__}: {err}"
-        if data is None or problem:
-            raise BookError(f"{index}: unreadable ({problem}); expected a JSON object whose 'notebooks' maps each "
-                            "notebook to its record")
+        data, problem = read_json(index, INDEX)
+        if data is None:
+            raise BookError(f"{index}: unreadable ({problem}); expected the index the runner writes, whose "
+                            "'notebooks' lists each notebook's record; run `make figures` again to rewrite it")
+        entries = dict(_named(data["notebooks"], "notebook"))
         return [from_index(entries[n], n, figures / n) if n in entries else NotebookRun(n) for n in names]
     runs = [from_executed(n, figures / n) for n in names]
     if not any(r.executed for r in runs):

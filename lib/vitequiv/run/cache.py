@@ -30,7 +30,8 @@ from ..models import EMBEDDED, RANDOM_PREFIX
 from ..paths import KEY_SUFFIX, RUNS, atomic_path
 from ..version import __version__
 from ..weights import checksum_path, weights_path
-from .records import read_json, run_record_path
+from .records import run_record_path
+from .schemas import CACHE_KEY, MANIFEST, RUN_RECORD, read_json
 
 SCHEMA = 1
 UNAVAILABLE = "unavailable"  # the start of a weights identity that names no weights
@@ -204,18 +205,23 @@ def lookup(root: Path, notebook: str, task_inputs: Mapping, environments: Sequen
     key_file = key_path(root, notebook)
     if not key_file.exists():
         return Lookup(False, "no finished ok run on record")
-    (key, _), (run, _) = read_json(key_file), read_json(run_record_path(root, notebook))
-    manifest, _ = read_json(root / notebook / "manifest.json")
-    if key is None or not {"run_id", "inputs", "environment"} <= set(key):
-        return Lookup(False, f"its cache record {key_file.name} cannot be read")
-    if run is None or run.get("run_id") != key["run_id"]:
+    key, problem = read_json(key_file, CACHE_KEY)
+    if key is None:
+        return Lookup(False, f"its cache record {problem}")
+    run, problem = read_json(run_record_path(root, notebook), RUN_RECORD)
+    if run is None:
+        return Lookup(False, f"its run record {problem}")
+    manifest, problem = read_json(root / notebook / "manifest.json", MANIFEST)
+    if manifest is None:
+        return Lookup(False, f"its published manifest {problem}")
+    if run.get("run_id") != key["run_id"]:
         return Lookup(False, f"its last run is not the one {key_file.name} describes")
     if run.get("status") != "ok":
         return Lookup(False, f"its last run is {run.get('status')}")
-    published = (manifest or {}).get("run") or {}
-    if not isinstance(published, Mapping) or published.get("run_id") != key["run_id"]:
+    published = manifest.get("run") or {}
+    if published.get("run_id") != key["run_id"]:
         return Lookup(False, "its published outputs are not from that run")
-    missing = [f for kind in ("figures", "tables") for entry in (manifest.get(kind) or {}).values()
+    missing = [f for kind in ("figures", "tables") for entry in manifest[kind].values()
                for f in entry.get("files", []) if not (root / notebook / f).is_file()]
     if missing:
         return Lookup(False, f"its published outputs lack {', '.join(missing[:3])}")
@@ -228,4 +234,4 @@ def lookup(root: Path, notebook: str, task_inputs: Mapping, environments: Sequen
         closest = environments[0] if environments else {}
         return Lookup(False, f"its environment changed: {_changed(key['environment'], closest)}")
     seconds = run.get("seconds") if isinstance(run.get("seconds"), (int, float)) else 0.0
-    return Lookup(True, finished=str(run.get("finished")), seconds=seconds, figures=len(manifest.get("figures") or {}))
+    return Lookup(True, finished=str(run.get("finished")), seconds=seconds, figures=len(manifest["figures"]))

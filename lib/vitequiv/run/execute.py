@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,12 +21,15 @@ from typing import Protocol
 from ..environment import now
 from ..paths import atomic_path
 from . import cache
-from .records import RunStatus, Task, error_text, say
+from .records import RunStatus, Task, error_text, plain, say
 
 KERNEL = "python3"
 # The kernel logs only errors: its start-up warning about unencrypted local TCP would otherwise repeat per notebook.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 ATOMIC_SCHEME = "vitequiv-atomic://"  # papermill saves output paths with this prefix whole (temporary file + rename)
+# What jupyter_client says when a kernel process never answered: a start failure, retried once.
+_START_FAILURES = ("Kernel died before replying to kernel_info", "Kernel didn't respond")
+MESSAGE_CHARS = 400  # of a failing cell's error message in the summary
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ class Job:
 class Outcome:
     """What executing a job did."""
 
-    status: RunStatus  # ok, failed or interrupted
+    status: RunStatus  # ok, failed, interrupted or start failed
     error: str = ""
     seconds: float = 0.0
     started: str = ""  # "" where it never started (the run record keeps the time it was handed over)
@@ -129,22 +133,70 @@ def kernel_environment(stem: str, run_id: str, profile_name: str, figures_root: 
 
 def execute(notebook: Path, executed: Path, params: dict, env: Mapping[str, str | None],
             cwd: Path) -> tuple[RunStatus, str]:
-    """Run ``notebook`` with papermill in ``cwd``, saving into ``executed``; (status, error)."""
+    """Run ``notebook`` with papermill in ``cwd``, saving into ``executed``; (status, error).
+
+    A kernel that fails to start is started once more; failing again, the run ends as ``start failed``.
+    """
+    register_atomic_io()
+    problem = ""
+    for _ in range(2):
+        try:
+            with _environment(env), _kernel_sockets() as config:
+                _papermill(notebook, executed, params, cwd, config)
+        except KeyboardInterrupt:
+            return RunStatus.INTERRUPTED, "interrupted"
+        except Exception as err:  # a failing cell, or kernel and I/O errors: report, go on
+            if not _start_failure(err):
+                return RunStatus.FAILED, _failure_text(err)
+            problem = error_text(err)
+        else:
+            return RunStatus.OK, ""
+    return RunStatus.START_FAILED, f"its kernel did not start, twice: {problem}"
+
+
+def _papermill(notebook: Path, executed: Path, params: dict, cwd: Path, config: object) -> None:
     import papermill
 
-    register_atomic_io()
-    try:
-        with _environment(env):
-            papermill.execute_notebook(
-                papermill_path(notebook), ATOMIC_SCHEME + papermill_path(executed), parameters=params,
-                kernel_name=KERNEL, cwd=str(cwd), progress_bar=sys.stderr.isatty(), log_output=False,
-                extra_arguments=KERNEL_ARGUMENTS,
-            )
-    except KeyboardInterrupt:
-        return RunStatus.INTERRUPTED, "interrupted"
-    except Exception as err:  # PapermillExecutionError for a failing cell, or kernel and I/O errors: report, go on
-        return RunStatus.FAILED, error_text(err)
-    return RunStatus.OK, ""
+    papermill.execute_notebook(
+        papermill_path(notebook), ATOMIC_SCHEME + papermill_path(executed), parameters=params,
+        kernel_name=KERNEL, cwd=str(cwd), progress_bar=sys.stderr.isatty(), log_output=False,
+        extra_arguments=KERNEL_ARGUMENTS, **({"config": config} if config is not None else {}),
+    )
+
+
+@contextlib.contextmanager
+def _kernel_sockets() -> Iterator[object]:
+    """A kernel configuration with IPC sockets in a private folder (POSIX): kernels started side by side never
+    race for a TCP port (jupyter_client picks free ports, releases them, and the kernel binds them later). None
+    elsewhere (TCP)."""
+    if os.name != "posix":
+        yield None
+        return
+    from traitlets.config import Config
+
+    base = tempfile.gettempdir()
+    base = "/tmp" if len(base) > 60 and os.path.isdir("/tmp") else base  # socket paths hold about 100 characters
+    with tempfile.TemporaryDirectory(prefix="vq-kernel-", dir=base) as folder:
+        yield Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "kernel")}})
+
+
+def _start_failure(err: BaseException) -> bool:
+    """Whether ``err`` says the kernel never came up (as opposed to a cell failing or the kernel dying later)."""
+    import zmq
+
+    return isinstance(err, zmq.ZMQError) or any(text in str(err) for text in _START_FAILURES)
+
+
+def _failure_text(err: BaseException) -> str:
+    """A failure as one summary line; for a failing cell its error's type and whole message, and which cell."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if not isinstance(err, PapermillExecutionError):
+        return error_text(err)
+    message = " ".join(plain(str(err.evalue)).split())
+    source = next((line.strip() for line in (err.source or "").splitlines() if line.strip()), "")
+    where = f"cell [{err.exec_count}]" if err.exec_count else f"cell {err.cell_index}"
+    return f"{err.ename}: {message[:MESSAGE_CHARS]} (in {where}: {source[:80]})"
 
 
 def execute_here(job: Job) -> Outcome:

@@ -39,7 +39,8 @@ from typing import Any
 
 from ..environment import now
 from ..paths import KEY_SUFFIX, RUNS, SWEEPS, atomic_path, figures_dir, is_notebook_folder
-from .records import RUN_KEYS, RunStatus, read_json, run_record_path, run_view
+from .records import RUN_KEYS, RunStatus, run_record_path, run_view
+from .schemas import MANIFEST, RUN_RECORD, SWEEP, read_json
 
 
 def _published(folder: Path, manifest: Mapping) -> dict:
@@ -69,21 +70,17 @@ def _entry(root: Path, name: str) -> dict:
     """One notebook's index entry: its last run, and what its folder holds now."""
     problems, record = [], None
     if run_record_path(root, name).exists():
-        record, problem = read_json(run_record_path(root, name))
+        record, problem = read_json(run_record_path(root, name), RUN_RECORD)
         if problem:
             problems.append(f"run record {problem}")
     folder = root / name
     published = folder.is_dir()
     manifest = {}
     if published:
-        manifest, problem = read_json(folder / "manifest.json")
+        manifest, problem = read_json(folder / "manifest.json", MANIFEST)
         if problem:
             problems.append(problem)
-    try:
-        outputs = _published(folder, manifest or {})
-    except (AttributeError, TypeError) as err:  # a manifest of the wrong shape
-        problems.append(f"manifest.json is malformed ({err})")
-        outputs = _published(folder, {})
+    outputs = _published(folder, manifest or {})
     last = run_view(record) if record else outputs["outputs_run"]
     made = outputs["outputs_run"]
     from_last = bool(published and made and last and made["run_id"] == last["run_id"])
@@ -108,9 +105,9 @@ def collect_sweeps(root: Path) -> list[dict]:
     entries = []
     for path in sorted((root / SWEEPS).glob("*/sweep.json")):
         folder = f"{SWEEPS}/{path.parent.name}"
-        data, problem = read_json(path)
+        data, problem = read_json(path, SWEEP)
         data = data or {}
-        files = data.get("files") if isinstance(data.get("files"), Mapping) else {}
+        files = data.get("files") or {}
         entries.append({"name": path.parent.name, "folder": folder,
                         **{k: data.get(k) for k in ("profile", "swept", "notebooks", "generated", "executor")},
                         "counts": data.get("counts") or {}, "files": {k: f"{folder}/{v}" for k, v in files.items()},

@@ -17,9 +17,11 @@ from ..environment import library_versions, now
 from ..paths import STAGING, pid_alive, remove_stale_parts, remove_tree
 from ..version import __version__
 from .execute import Job, Outcome
-from .records import RunRecord, RunStatus, error_text, read_json, run_entry, write_json, write_record
+from .records import RunRecord, RunStatus, error_text, run_entry, write_json, write_record
+from .schemas import STAGED_MANIFEST, read_json
 
 REPLACED = "replaced"  # in a staging folder: the published folder a finished run is replacing
+UNPUBLISHED = (RunStatus.INTERRUPTED, RunStatus.START_FAILED)  # runs that never ran the whole notebook
 
 
 def staging_folder(out_root: Path, stem: str, run_id: str) -> Path:
@@ -48,13 +50,13 @@ def clean_stale(out_root: Path) -> None:
 def finish_manifest(staging: Path, record: RunRecord) -> int:
     """Add the run to the staged ``manifest.json`` (writing one if the notebook made none); its figure count."""
     path = staging / "manifest.json"
-    manifest, problem = read_json(path) if path.exists() else ({}, "")  # the kernel wrote it whole (atomically)
+    manifest, problem = read_json(path, STAGED_MANIFEST) if path.exists() else ({}, "")  # Output writes it whole
     if manifest is None:
         raise ValueError(problem)
     base = {"notebook": record.notebook, "profile": record.profile, "run_id": record.run_id,
             "parameters": record.parameters, "vitequiv_version": __version__, "library_versions": library_versions(),
             "created": record.started, "figures": {}, "tables": {}, "claims": {}}
-    manifest = base | manifest | {"run": run_entry(record)}
+    manifest = base | {k: v for k, v in manifest.items() if v is not None} | {"run": run_entry(record)}
     write_json(path, manifest)
     return len(manifest["figures"])
 
@@ -88,8 +90,8 @@ def _unpack(staging: Path, files: Mapping[str, bytes]) -> None:
 
 def publish(job: Job, record: RunRecord, outcome: Outcome) -> RunRecord:
     """Record ``outcome`` in ``record`` and publish the job's folder as ``<out_root>/<notebook>/`` unless the run
-    was interrupted (or made nothing); write the run record. A full or read-only disk (or an unreadable staged
-    manifest) turns the run into ``failed``, saying so."""
+    was interrupted, its kernel did not start, or it made nothing; write the run record. A full or read-only disk
+    (or a staged manifest that cannot be read or has the wrong shape) turns the run into ``failed``, saying so."""
     task = job.task
     record.status, record.error, record.seconds = outcome.status, outcome.error, outcome.seconds
     record.started, record.finished = outcome.started or record.started, outcome.finished or now()
@@ -98,7 +100,7 @@ def publish(job: Job, record: RunRecord, outcome: Outcome) -> RunRecord:
     try:
         if outcome.files is not None:
             _unpack(staging, outcome.files)
-        if record.status != RunStatus.INTERRUPTED and staging.is_dir():
+        if record.status not in UNPUBLISHED and staging.is_dir():
             record.figures = finish_manifest(staging, record)
             swap(staging, task.out_root / task.stem)
         write_record(task, record)

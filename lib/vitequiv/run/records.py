@@ -1,9 +1,8 @@
 """What the runner knows about a run: tasks, statuses, run records, results, errors, and reading and writing them.
 
 A run record, ``<outputs>/.runs/<notebook>.json``, holds a notebook's last runner run from its start (status
-``running``) to its end; the published folder's ``manifest.json`` carries the same entry under ``run``. Every
-JSON file the run machinery reads goes through :func:`read_json`, which returns what is wrong with a file rather
-than raising.
+``running``) to its end; the published folder's ``manifest.json`` carries the same entry under ``run``. They are
+read back through :func:`vitequiv.run.schemas.read_json`, which checks their shape.
 """
 from __future__ import annotations
 
@@ -36,6 +35,7 @@ class RunStatus(str, Enum):
 
     OK = "ok"
     FAILED = "failed"
+    START_FAILED = "start failed"  # its kernel did not start (twice): nothing ran, nothing was published
     INTERRUPTED = "interrupted"
     SKIPPED = "skipped"  # unchanged since its last ok run: not run again
     NOT_RUN = "not run"  # the run was interrupted before it came to this one
@@ -135,30 +135,24 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}-{os.getpid()}"
 
 
+def plain(text: str) -> str:
+    """``text`` without terminal colors (tracebacks from a kernel carry them)."""
+    return _ANSI.sub("", text)
+
+
 def error_text(err: BaseException) -> str:
     """``Type: last line of the message``, without terminal colors: an error as one line of a summary."""
-    lines = _ANSI.sub("", str(err)).strip().splitlines()
+    lines = plain(str(err)).strip().splitlines()
     return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
 
 
-# ---- JSON on disk -----------------------------------------------------------------------------------------------
-
-def read_json(path: Path) -> tuple[dict | None, str]:
-    """(the JSON object in ``path``, "") or (None, what is wrong with it): the one way the run machinery reads JSON."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeError, ValueError, RecursionError) as err:
-        return None, f"{path.name} cannot be read ({type(err).__name__}: {err})"
-    return (data, "") if isinstance(data, dict) else (None, f"{path.name} is not a JSON object")
-
+# ---- run records ------------------------------------------------------------------------------------------------
 
 def write_json(path: Path, data: Mapping) -> None:
     """Write ``data`` into ``path`` whole (a temporary file, then a rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str))
 
-
-# ---- run records ------------------------------------------------------------------------------------------------
 
 def run_record_path(root: Path, notebook: str) -> Path:
     """Where the runner keeps the record of ``notebook``'s last run: ``<root>/.runs/<notebook>.json``."""

@@ -37,7 +37,8 @@ from ..environment import now
 from ..figures import STYLE, VERDICTS
 from ..paths import atomic_path
 from .index import markdown_cell
-from .records import RunRecord, RunStatus, Task, read_json, run_record_path
+from .records import RunRecord, RunStatus, Task, run_record_path
+from .schemas import MANIFEST, RUN_RECORD, read_json
 from .sweeps import Planned, Sweep, render_value
 
 SCHEMA = 1
@@ -72,12 +73,12 @@ def make_row(planned: Planned, task: Task, record: RunRecord) -> Row:
     cached = record.status == RunStatus.SKIPPED
     status, seconds, finished = (RunStatus.OK if cached else record.status), record.seconds, record.finished
     if cached:
-        run = read_json(run_record_path(task.out_root, task.stem))[0] or {}
+        run = read_json(run_record_path(task.out_root, task.stem), RUN_RECORD)[0] or {}
         seconds, finished = float(run.get("seconds") or 0.0), str(run.get("finished") or "")
     row = Row(planned, task, status, cached, seconds, finished, record.error)
     if status == RunStatus.OK:
-        manifest = read_json(row.folder / "manifest.json")[0] or {}
-        row.claims = {str(k): v for k, v in (manifest.get("claims") or {}).items() if isinstance(v, Mapping)}
+        manifest = read_json(row.folder / "manifest.json", MANIFEST)[0] or {}
+        row.claims = dict(manifest.get("claims") or {})
         for name, entry in (manifest.get("tables") or {}).items():
             csv = next((f for f in entry.get("files", []) if str(f).endswith(".csv")), None)
             if csv and (row.folder / csv).is_file():

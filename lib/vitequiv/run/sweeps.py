@@ -41,6 +41,9 @@ MAX_FOLDER = 120  # longer combination names are cut and given a hash
 _SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=@-]{0,99}")
 _SAFE = re.compile(r"[A-Za-z0-9._=+,\[\]{}@!()'-]")  # characters a folder name keeps; the rest is %-escaped
 _NOT_BARE = re.compile(r"[,\[\]{}\"]")  # a string holding these is quoted, so that names stay unambiguous
+# Parameter annotations a swept value is checked against (others are passed on unchecked).
+_ANNOTATIONS = {"int": [int], "float": [int, float], "str": [str], "bool": [bool], "list": [list], "dict": [dict],
+                "None": [type(None)]}
 VALUES_HINT = ("write values separated by commas (SEED=0,1,2), a list value in brackets ('PHOTOS=[cat],[cat,coffee]'), "
                "and quote a value that holds a comma or ': ' ('NAME=\"a, b\"')")
 
@@ -271,11 +274,31 @@ def _telling(listed: list[dict]) -> list[str]:
     return names
 
 
+def _given(sweep: Sweep) -> list[tuple[str, Any]]:
+    """Every (name, value) the sweep passes: swept values and fixed parameters, each once."""
+    pairs = [(n, v) for n, values in sweep.swept.items() for v in values] + list(sweep.parameters.items())
+    return list({json.dumps(pair, sort_keys=True, default=str): pair for pair in pairs}.values())
+
+
+def _misfits(value: Any, annotation: str | None) -> bool:
+    """Whether ``value`` cannot be what a parameter annotated ``annotation`` holds (``int``, ``float or None``...);
+    False for an annotation this cannot judge."""
+    if annotation in (None, "None"):  # papermill's name for a parameter without an annotation
+        return False
+    allowed = []
+    for name in str(annotation).split(" or "):
+        if name.strip() not in _ANNOTATIONS:
+            return False
+        allowed += _ANNOTATIONS[name.strip()]
+    return not any(isinstance(value, t) and not (isinstance(value, bool) and t is not bool) for t in allowed)
+
+
 def plan(sweep: Sweep, profile: Profile, selected: list[Path], declared: Mapping[str, Mapping | None]) -> tuple[
         list[Planned], list[str]]:
     """Every (notebook, combination) the sweep runs, notebook by notebook, and notes on what is left out.
 
-    SweepError if a swept or fixed name is declared by no selected notebook.
+    SweepError if a swept or fixed name is declared by no selected notebook, or a value does not fit the type a
+    notebook declares for it (``--sweep 'SEED=[]'`` for ``SEED: int``): refused before anything runs.
     """
     readable = [nb for nb in selected if declared.get(nb.stem) is not None]
     notes = [f"{nb.stem} cannot be read and is left out of the sweep" for nb in selected if nb not in readable]
@@ -290,6 +313,11 @@ def plan(sweep: Sweep, profile: Profile, selected: list[Path], declared: Mapping
             elif kind == "swept" and len(where) < len(readable):
                 others = [nb.stem for nb in readable if nb.stem not in where]
                 notes.append(f"{name} is swept in {', '.join(where)} only: {', '.join(others)} does not declare it")
+    problems += [f"{name}={render_value(value)} (from {sweep.source}) does not fit {nb.stem}'s parameter "
+                 f"`{name}: {declared[nb.stem][name].get('inferred_type_name')}`"
+                 + (f"; {VALUES_HINT}" if isinstance(value, list) else "")
+                 for name, value in _given(sweep) for nb in readable
+                 if name in declared[nb.stem] and _misfits(value, declared[nb.stem][name].get("inferred_type_name"))]
     if problems:
         raise SweepError(f"sweep {sweep.name}:\n  - " + "\n  - ".join(problems))
     planned, folders = [], {}
