@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +52,14 @@ def make_suite(root: Path) -> Path:
     make_notebook(root / "notebooks" / "01_good.ipynb", GOOD, "X = 1  # a parameter\nMODEL = 'a'  # another")
     make_notebook(root / "notebooks" / "02_bad.ipynb", "raise RuntimeError('boom')")
     make_notebook(root / "notebooks" / "03_sleep.ipynb", SLEEPER, "SLEEP = 0  # seconds")
+    return root
+
+
+def private_copy(published: Path, folder: Path, monkeypatch) -> Path:
+    """A copy of a published fake checkout as ``folder/suite``, made the root (``VITEQUIV_ROOT``), to spoil."""
+    root = folder / "suite"
+    shutil.copytree(published, root)
+    monkeypatch.setenv("VITEQUIV_ROOT", str(root))
     return root
 
 

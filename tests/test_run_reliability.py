@@ -1,13 +1,12 @@
 """Untrusted records, roots that name nothing, errors from inside a notebook, and kernels started side by side."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from helpers import files_under, make_notebook, make_suite
+from helpers import files_under, make_notebook, make_suite, private_copy
 
 from vitequiv import __main__, figures, paths, runner
 from vitequiv.run import cache, execute, index, records
@@ -29,10 +28,8 @@ def published(tmp_path_factory):
 
 @pytest.fixture
 def suite(published, tmp_path, monkeypatch):
-    root = tmp_path / "suite"
-    shutil.copytree(published, root)
-    monkeypatch.setenv("VITEQUIV_ROOT", str(root))
-    return root
+    """A private copy of the published checkout."""
+    return private_copy(published, tmp_path, monkeypatch)
 
 
 def _set(relative: str, text: str):

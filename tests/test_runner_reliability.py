@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import files_under, make_notebook, make_suite, start_runner, wait_for
+from helpers import files_under, make_notebook, make_suite, private_copy, start_runner, wait_for
 
 from vitequiv import paths, runner
 from vitequiv.run import execute, index, publish, records
@@ -48,10 +48,7 @@ def published(tmp_path_factory):
 @pytest.fixture
 def suite(published, tmp_path, monkeypatch):
     """A private copy of the published suite."""
-    root = tmp_path / "suite"
-    shutil.copytree(published, root)
-    monkeypatch.setenv("VITEQUIV_ROOT", str(root))
-    return root
+    return private_copy(published, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
