@@ -31,7 +31,16 @@ from torch import Tensor, nn
 
 from . import metrics
 from .models import embed_batched, forward_attribute
-from .tensors import Value, as_count, as_images, as_lengths, as_positive, model_dtype, target_embeddings
+from .tensors import (
+    Value,
+    as_count,
+    as_images,
+    as_lengths,
+    as_positive,
+    model_dtype,
+    model_hw,
+    target_embeddings,
+)
 
 Transform = Callable[[Tensor], Tensor]
 
@@ -55,7 +64,7 @@ def noisy_embeddings(
     """
     _check_noise(kind, n_draws, batch_size, clamp, seed)
     size_255 = as_positive(size_255, "size_255", allow_zero=True)
-    images = as_images(images, "images", dtype=model_dtype(model))  # (N, 3, H, W)
+    images = as_images(images, "images", dtype=model_dtype(model), hw=model_hw(model))  # (N, 3, H, W)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     gen = generator if generator is not None else torch.Generator(device=images.device).manual_seed(seed)
@@ -95,7 +104,7 @@ def noise_shift(
     0-255 pixels are refused.
     """
     _check_noise(kind, n_draws, batch_size, clamp, seed)
-    images = as_images(images, "images", dtype=model_dtype(model))  # (N, 3, H, W)
+    images = as_images(images, "images", dtype=model_dtype(model), hw=model_hw(model))  # (N, 3, H, W)
     sigmas_255 = as_lengths(sigmas_255, "sigmas_255", allow_zero=True).tolist()  # (S,)
     gen = torch.Generator(device=images.device).manual_seed(seed)
     clean = embed_batched(model, images, batch_size).double()  # (N, D)
@@ -217,7 +226,7 @@ def survival(
     label).
     """
     dtype = model_dtype(model)
-    matched = as_images(matched, "matched", dtype=dtype)  # (N, 3, H, W)
+    matched = as_images(matched, "matched", dtype=dtype, hw=model_hw(model))  # (N, 3, H, W)
     targets = target_embeddings(model, targets, "targets", pairs=len(matched), per="matched images")
     targets = targets.to(matched.device).double()  # (N, D)
     if sources is not None:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .tensors import Value, as_count, as_floats, as_image, model_device, model_dtype
+from .tensors import Value, as_count, as_floats, as_image, model_device, model_dtype, model_hw
 
 RANK_RTOL = 1e-5  # numerical rank: singular values above RANK_RTOL * s_max (float32 Jacobian noise is ~1e-6)
 
@@ -42,7 +42,7 @@ class JacobianMemoryError(MemoryError):
 def model_input(model, x: Value, dtype: torch.dtype | None = None, name: str = "x") -> tuple[object, Tensor]:
     """``(model, x)`` ready to compute: x one image (1, 3, H, W) in [0, 1] (from (3, H, W), NumPy or any float
     dtype) on the model's device, in ``dtype`` with a cast copy of the model, or else in the model's own dtype."""
-    x = as_image(x, name, device=model_device(model), dtype=dtype or model_dtype(model))
+    x = as_image(x, name, device=model_device(model), dtype=dtype or model_dtype(model), hw=model_hw(model))
     if dtype is not None and dtype != model_dtype(model):
         model = cast_model(model, dtype)
     return model, x

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .downstream import Array, Downstream, as_labels, as_numpy
 from .models import EmbeddingModel, embed_batched
-from .tensors import Value, as_count, as_images, model_dtype
+from .tensors import Value, as_count, as_images, model_dtype, model_hw
 
 
 def other_class_targets(labels: Array, seed: int = 0) -> np.ndarray:
@@ -110,7 +110,7 @@ def systematic_evaluation(
     """
     if match_fn is None:
         from .matching import match_embeddings as match_fn
-    images = as_images(images, "images", dtype=model_dtype(model))  # (N, 3, H, W)
+    images = as_images(images, "images", dtype=model_dtype(model), hw=model_hw(model))  # (N, 3, H, W)
     batch_size = as_count(batch_size, "batch_size")
     labels = as_labels(labels, count=len(images), num_classes=len(downstream.class_names))  # (N,)
     if targets is None:

@@ -44,6 +44,17 @@ def model_dtype(model) -> torch.dtype:
     return next((t.dtype for t in _tensors_of(model) if t.is_floating_point()), torch.float32)
 
 
+def model_hw(model) -> tuple[int, int] | None:
+    """The (H, W) images ``model`` takes: from its ``input_size`` (square) or ``input_shape`` (3, H, W); None when
+    it declares neither (any size)."""
+    size, shape = getattr(model, "input_size", None), getattr(model, "input_shape", None)
+    if isinstance(size, int) and not isinstance(size, bool):
+        return size, size
+    if isinstance(shape, tuple) and len(shape) == 3:
+        return tuple(shape[1:])
+    return None
+
+
 # ------------------------------------------------------------------------------------------- converters
 
 
@@ -81,6 +92,12 @@ def _refuse_channels_last(t: Tensor, name: str, batch: bool) -> None:
                          "with .transpose)")
 
 
+def _check_hw(t: Tensor, name: str, hw: tuple[int, int] | None) -> None:
+    if hw is not None and tuple(t.shape[-2:]) != tuple(hw):
+        raise ValueError(f"{name} are {t.shape[-2]} x {t.shape[-1]} px but the model takes {hw[0]} x {hw[1]}; "
+                         "resize them (vitequiv.images.resize_center_crop, or load_images(size=...))")
+
+
 def _check_pixels(t: Tensor, name: str) -> None:
     _check_finite(t, name)
     lo, hi = float(t.min()), float(t.max())
@@ -90,8 +107,9 @@ def _check_pixels(t: Tensor, name: str) -> None:
 
 
 def as_images(value: Value, name: str = "images", *, device: torch.device | str | None = None,
-              dtype: torch.dtype = torch.float32) -> Tensor:
-    """A batch of images (B, 3, H, W) in [0, 1], B >= 1, in ``dtype`` on ``device`` (None: where it is).
+              dtype: torch.dtype = torch.float32, hw: tuple[int, int] | None = None) -> Tensor:
+    """A batch of images (B, 3, H, W) in [0, 1], B >= 1, in ``dtype`` on ``device`` (None: where it is); with
+    ``hw`` (see :func:`model_hw`) H and W must equal it.
 
     A single image (3, H, W) is refused with the fix (``x[None]``): whether a function wants one image or a batch
     is part of its contract, never guessed.
@@ -105,20 +123,23 @@ def as_images(value: Value, name: str = "images", *, device: torch.device | str 
         raise ValueError(f"{name} is an empty batch (shape {tuple(t.shape)}); pass at least one image")
     if t.numel() == 0:
         raise ValueError(f"{name} has no pixels (shape {tuple(t.shape)})")
+    _check_hw(t, name, hw)
     t = t.to(device=device, dtype=dtype)
     _check_pixels(t, name)
     return t
 
 
 def as_image(value: Value, name: str = "x", *, device: torch.device | str | None = None,
-             dtype: torch.dtype = torch.float32) -> Tensor:
-    """One image as a batch of one (1, 3, H, W) in [0, 1], from (3, H, W) or (1, 3, H, W); a larger batch is refused."""
+             dtype: torch.dtype = torch.float32, hw: tuple[int, int] | None = None) -> Tensor:
+    """One image as a batch of one (1, 3, H, W) in [0, 1], from (3, H, W) or (1, 3, H, W); a larger batch is
+    refused. With ``hw`` H and W must equal it."""
     t = _floating(value, name, "one image (1, 3, H, W) in [0, 1]")
     _refuse_channels_last(t, name, batch=False)
     t = t.unsqueeze(0) if t.dim() == 3 else t
     if t.dim() != 4 or t.shape[0] != 1 or t.shape[1] != 3 or t.numel() == 0:
         hint = f"; for image i of a batch pass {name}[i:i+1]" if t.dim() == 4 and t.shape[0] > 1 else ""
         raise ValueError(f"{name} must be one image (1, 3, H, W) or (3, H, W), got shape {tuple(t.shape)}{hint}")
+    _check_hw(t, name, hw)
     t = t.to(device=device, dtype=dtype)
     _check_pixels(t, name)
     return t
@@ -208,12 +229,13 @@ def as_lengths(value: object, name: str, *, dtype: torch.dtype = torch.float64,
     return t.to(device=device, dtype=dtype)
 
 
-def as_positive(value: object, name: str) -> float:
-    """A finite real number > 0 (bools refused), or a TypeError / ValueError naming ``name``."""
+def as_positive(value: object, name: str, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (>= 0 with ``allow_zero``; bools refused), or a TypeError / ValueError naming it."""
+    bound = ">= 0" if allow_zero else "> 0"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number > 0, got {value!r} ({type(value).__name__})")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        raise TypeError(f"{name} must be a number {bound}, got {value!r} ({type(value).__name__})")
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
     return float(value)
 
 
@@ -257,7 +279,7 @@ def target_embeddings(model, targets: Value, name: str = "targets", *, pairs: in
     dtype = model_dtype(model)
     if t.dim() == 4:
         with torch.no_grad():
-            return model.embed(as_images(t, name, device=device, dtype=dtype)).detach()  # (B, D)
+            return model.embed(as_images(t, name, device=device, dtype=dtype, hw=model_hw(model))).detach()  # (B, D)
     width = getattr(model, "embed_dim", None)
     if isinstance(width, int) and t.shape[1] != width:
         raise ValueError(f"{name} have embedding width {t.shape[1]} but {getattr(model, 'name', 'the model')} "
