@@ -272,3 +272,21 @@ def test_seed_everything(seed):
     if out is not None:
         assert isinstance(out, torch.Generator)
 
+
+
+@pytest.mark.parametrize("convert", [lambda x: x.double(), lambda x: x.half(), lambda x: x.bfloat16(),
+                                     lambda x: x.double().numpy(), lambda x: x.numpy()],
+                         ids=["float64", "float16", "bfloat16", "NumPy float64", "NumPy float32"])
+def test_any_float_input_gives_the_float32_result(tiny_model, convert):
+    """What a user naturally hands over (NumPy's float64, half precision) is widened to the model's float32: the
+    numbers equal those of the same values given in float32."""
+    def float32(t):  # the same values, in float32
+        return torch.as_tensor(np.asarray(t.float() if isinstance(t, torch.Tensor) else t, dtype=np.float32))
+
+    x, v = convert(random_images(1)), convert(random_images(1, seed=3)[0] - 0.5)
+    same = float32(x)
+    torch.testing.assert_close(vq.jacobian(tiny_model, x, batch_size=64), vq.jacobian(tiny_model, same, batch_size=64))
+    torch.testing.assert_close(vq.directional_lipschitz(tiny_model, x, v, [1e-2]),
+                               vq.directional_lipschitz(tiny_model, same, float32(v), [1e-2]))
+    np.testing.assert_allclose(detection.noise_shift(tiny_model, x, [4], n_draws=1),
+                               detection.noise_shift(tiny_model, same, [4], n_draws=1))
