@@ -1,15 +1,20 @@
 """Embedding matching on tiny models: convergence, stopping, budgets, batching, freezing, failures, hooks."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from helpers import random_images as images
 
 import vitequiv
-from vitequiv import metrics
+from vitequiv import metrics, precision
 from vitequiv.matching import (
     Adam,
     L2Ball,
     LinfBall,
     MatchingError,
+    MinNorm,
     NormalizedGD,
     PaperGD,
     SignGD,
@@ -17,7 +22,9 @@ from vitequiv.matching import (
     paper_match,
 )
 
-from helpers import random_images as images
+# The matcher's own mechanics (freezing a matched pair, pass counting) with the default rule as it was before its
+# refinement: matched pairs stop, the images are not rounded.
+FREEZING = dict(step_rule=MinNorm(refine=False), quantize=False)
 
 
 class Linear:
@@ -66,7 +73,7 @@ def test_targets_as_images_equal_targets_as_embeddings(tiny_model):
 def test_converged_pair_takes_zero_steps_and_is_unchanged(tiny_model):
     src = images(2, 0)
     target = torch.cat([tiny_model.embed(src[:1]), tiny_model.embed(images(1, 5))]).detach()  # pair 0 is its own target
-    result = match_embeddings(tiny_model, src, target, max_steps=3, progress=False)
+    result = match_embeddings(tiny_model, src, target, max_steps=3, progress=False, **FREEZING)
     assert result.steps.tolist() == [0, 3]
     assert result.converged.tolist() == [True, False]
     assert torch.equal(result.images[0], src[0])
@@ -108,11 +115,12 @@ def test_l2_budget(tiny_model):
 def test_step_rules_first_step_sizes():
     model, src = Linear(), torch.full((2, 3, 32, 32), 0.5)
     tgt = torch.randn(2, 8, generator=torch.Generator().manual_seed(3))
-    signed = match_embeddings(model, src, tgt, step_rule=SignGD(lr=1 / 255), max_steps=1, progress=False)
+    float_images = dict(max_steps=1, quantize=False, precision="float32", progress=False)  # float iterates
+    signed = match_embeddings(model, src, tgt, step_rule=SignGD(lr=1 / 255), **float_images)
     assert torch.allclose((signed.images - src).abs(), torch.tensor(1 / 255), atol=1e-6)
-    normed = match_embeddings(model, src, tgt, step_rule=NormalizedGD(lr=0.1), max_steps=1, progress=False)
+    normed = match_embeddings(model, src, tgt, step_rule=NormalizedGD(lr=0.1), **float_images)
     assert torch.allclose((normed.images - src).flatten(1).norm(dim=1), torch.tensor(0.1), atol=1e-5)
-    adam = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), max_steps=1, progress=False)
+    adam = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), **float_images)
     # Adam's first step: lr * sign
     assert torch.allclose((adam.images - src).abs().amax(), torch.tensor(1e-3), atol=1e-6)
 
@@ -120,7 +128,7 @@ def test_step_rules_first_step_sizes():
 def test_batch_equals_singles(tiny_model):
     """Pairs converge at different steps; the batch (with freezing) must reproduce each pair run alone."""
     src, tgt = images(3, 10), images(3, 11)
-    kwargs = dict(step_rule=Adam(lr=0.01), stop_cos=0.97, max_steps=60, progress=False)
+    kwargs = dict(step_rule=Adam(lr=0.01), stop_cos=0.97, max_steps=60, precision="float32", progress=False)
     batch = match_embeddings(tiny_model, src, tgt, **kwargs)
     assert len(set(batch.steps.tolist())) > 1, "pairs should stop at different steps for this test to bite"
     _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs)
@@ -129,7 +137,7 @@ def test_batch_equals_singles(tiny_model):
 def test_batch_equals_singles_for_loss_scale_sensitive_rule(tiny_model):
     """Plain descent sees the loss scale: per-pair losses must be summed, not averaged, over the batch."""
     src, tgt = images(3, 10), images(3, 11)
-    kwargs = dict(step_rule=PaperGD(lr=200.0), max_steps=5, progress=False)
+    kwargs = dict(step_rule=PaperGD(lr=200.0), max_steps=5, precision="float32", quantize=False, progress=False)
     batch = match_embeddings(tiny_model, src, tgt, **kwargs)
     assert (batch.final["linf_255"] > 1).all()  # the images did move
     _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs)
@@ -218,7 +226,8 @@ def test_paper_gd_steps_on_normalized_input():
 
 def test_quantized_cosine_is_on_8bit_images(tiny_model):
     tgt = images(2, 1)
-    result = match_embeddings(tiny_model, images(2, 0), tgt, step_rule=Adam(lr=0.01), max_steps=30, progress=False)
+    result = match_embeddings(tiny_model, images(2, 0), tgt, step_rule=Adam(lr=0.01), max_steps=30, quantize=False,
+                              progress=False)
     expected = metrics.cosine(tiny_model.embed(metrics.quantize_8bit(result.images)), tiny_model.embed(tgt))
     assert np.allclose(result.quantized_cosine, expected.detach().numpy(), atol=1e-6)
     assert np.abs(result.quantized_cosine - result.final["cosine"]).max() > 1e-7  # rounding did change something
@@ -232,7 +241,9 @@ def test_callback_stops_early_and_keeps_progress(tiny_model):
         seen.append(so_far.final["cosine"].copy())
         return step == 3
 
-    result = match_embeddings(tiny_model, images(2, 0), images(2, 1), max_steps=50, progress=False, callback=callback)
+    # float32: the snapshots carry the search's own numbers, which under bfloat16 are checked in float32 at the end
+    result = match_embeddings(tiny_model, images(2, 0), images(2, 1), max_steps=50, precision="float32",
+                              progress=False, callback=callback)
     assert result.stopped_by == "callback" and result.steps.tolist() == [3, 3]
     assert len(result.history["loss"]) == 4 and len(seen) == 4
     assert np.array_equal(result.final["cosine"], seen[-1])
@@ -247,7 +258,8 @@ def test_history_frame(tiny_model):
 def test_adam_matches_torch_optim_adam():
     model, src = Linear(), torch.full((2, 3, 32, 32), 0.5)
     tgt = torch.randn(2, 8, generator=torch.Generator().manual_seed(3))
-    ours = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), max_steps=5, keep_gray=False, progress=False)
+    ours = match_embeddings(model, src, tgt, step_rule=Adam(lr=1e-3), max_steps=5, keep_gray=False, quantize=False,
+                            precision="float32", progress=False)
     x = src.clone().requires_grad_(True)
     opt = torch.optim.Adam([x], lr=1e-3)
     for _ in range(5):
@@ -279,9 +291,10 @@ def test_min_norm_matches_wherever_adam_does_with_no_larger_change(tiny_model):
 
 def test_min_norm_batch_equals_singles(tiny_model):
     src, tgt = images(3, 20), images(3, 21)
-    batch = match_embeddings(tiny_model, src, tgt, max_steps=40, progress=False)
+    batch = match_embeddings(tiny_model, src, tgt, max_steps=40, precision="float32", progress=False)
     for i in range(3):
-        alone = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], max_steps=40, progress=False)
+        alone = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], max_steps=40, precision="float32",
+                                 progress=False)
         assert alone.steps[0] == batch.steps[i] and alone.passes[0] == batch.passes[i]
         assert torch.allclose(alone.images[0], batch.images[i], atol=1e-6)
 
@@ -306,7 +319,7 @@ def test_history_and_passes_are_consistent(tiny_model):
     src = images(3, 40)
     # pair 0 is matched at once
     target = torch.cat([tiny_model.embed(src[:1]), tiny_model.embed(images(2, 41))]).detach()  # (3, D)
-    result = match_embeddings(tiny_model, src, target, max_steps=5, progress=False)
+    result = match_embeddings(tiny_model, src, target, max_steps=5, progress=False, **FREEZING)
     passes = result.history["passes"]  # (T, B)
     for i in range(3):
         rows = passes[~np.isnan(passes[:, i]), i]
@@ -318,3 +331,101 @@ def test_history_and_passes_are_consistent(tiny_model):
         expected = result.steps[i] + 1 if result.converged[i] else result.steps[i]
         assert result.passes[i] == expected, (i, result.passes, result.steps, result.converged)
     assert result.passes[0] == 1 and result.steps[0] == 0
+
+
+# ------------------------------------------------------------------ refinement, 8-bit results, mixed precision
+
+BF16 = pytest.mark.skipif(not precision.bf16_supported("cpu"), reason="this CPU has no native bfloat16")
+GOLDEN = Path(__file__).parent / "data" / "matching_float32_golden.json"
+
+
+def _first_match_l2(result, i: int, stop_cos: float = 0.99) -> float:
+    """||dx|| (1/255) of pair i's first history row that met the goal."""
+    k = np.flatnonzero(result.history["cosine"][:, i] >= stop_cos)[0]
+    return result.history["l2_255"][k, i]
+
+
+def test_refinement_returns_the_smallest_match_and_never_a_larger_one(tiny_model):
+    result = match_embeddings(tiny_model, images(3, 50), images(3, 51), max_steps=120, precision="float32",
+                              progress=False)
+    assert result.converged.all() and result.stopped_by == "max_steps"  # a refining pair runs to the cap
+    first = np.array([_first_match_l2(result, i) for i in range(3)])
+    assert (result.final["l2_255"] <= first).all()
+    assert (result.final["l2_255"] < first).all(), (result.final["l2_255"], first)  # it did refine
+    met = result.history["cosine"] >= 0.99  # (T, B)
+    smallest = np.where(met, result.history["l2_255"], np.inf).min(axis=0)
+    assert np.array_equal(result.final["l2_255"], smallest)
+
+
+def test_returned_images_are_8bit_and_still_match(tiny_model):
+    tgt = images(2, 53)
+    result = match_embeddings(tiny_model, images(2, 52), tgt, max_steps=100, progress=False)
+    assert result.quantized and result.converged.all()
+    assert torch.equal(result.images, metrics.quantize_8bit(result.images))  # what a PNG keeps, exactly
+    saved = metrics.cosine(tiny_model.embed(result.images), tiny_model.embed(tgt)).detach().numpy()
+    assert (saved >= 0.99).all() and result.survives_8bit.all()
+    assert np.allclose(result.final["cosine"], saved, atol=1e-5)
+
+
+def test_refining_history_passes_and_converged_are_consistent(tiny_model):
+    src = images(3, 40)
+    target = torch.cat([tiny_model.embed(src[:1]), tiny_model.embed(images(2, 41))]).detach()  # pair 0: at once
+    result = match_embeddings(tiny_model, src, target, max_steps=30, precision="float32", progress=False)
+    passes = result.history["passes"]  # (T, B)
+    for i in range(3):
+        rows = passes[~np.isnan(passes[:, i]), i]
+        assert rows[-1] == result.passes[i] == 30  # every pair ran to the cap: its last row is forward-only
+        assert result.steps[i] < len(passes) and not np.isnan(passes[result.steps[i], i])
+        assert result.converged[i] == (result.final["cosine"][i] >= 0.99)
+    assert result.converged[0] and result.final["l2_255"][0] <= result.history["l2_255"][0, 0]
+
+
+@BF16
+def test_bfloat16_and_float32_matches_both_meet_stop_cos_in_float32(tiny_model):
+    src, tgt = images(2, 54), images(2, 55)
+    for name in ("bfloat16", "float32"):
+        result = match_embeddings(tiny_model, src, tgt, max_steps=100, precision=name, progress=False)
+        assert result.precision == name and result.converged.all()
+        cos = metrics.cosine(tiny_model.embed(result.images), tiny_model.embed(tgt)).detach().numpy()  # float32
+        assert (cos >= 0.99).all(), (name, cos)
+        assert np.allclose(result.final["cosine"], cos, atol=1e-5)
+
+
+@BF16
+def test_bfloat16_search_that_falls_short_is_settled_in_float32(tiny_model, monkeypatch):
+    monkeypatch.setattr(vitequiv.matching, "BF16_COS_MARGIN", -2e-3)  # aim below the goal: float32 must catch it
+    tgt = images(2, 57)
+    result = match_embeddings(tiny_model, images(2, 56), tgt, max_steps=100, precision="bfloat16", progress=False)
+    cos = metrics.cosine(tiny_model.embed(result.images), tiny_model.embed(tgt)).detach().numpy()
+    assert np.array_equal(result.converged, cos >= 0.99)
+    assert result.converged.any() and len(result.history["loss"]) > 101  # settling rows follow the search's
+    assert (result.passes > 100).any()
+
+
+def test_float32_reproduces_the_matcher_before_mixed_precision(tiny_model):
+    """Recorded with the matcher as it was before refinement, 8-bit rounding and bfloat16 (tests/data)."""
+    golden = json.loads(GOLDEN.read_text())
+    plain = dict(max_steps=40, quantize=False, precision="float32", progress=False)
+    runs = {
+        "min-norm": match_embeddings(tiny_model, images(2, 0), images(2, 1), step_rule=MinNorm(refine=False), **plain),
+        "adam": match_embeddings(tiny_model, images(2, 0), images(2, 1), step_rule=Adam(lr=0.01), **plain),
+        "paper-gd": paper_match(tiny_model, images(2, 0), images(2, 1), stop_dist2=None, **(plain | {"max_steps": 20})),
+    }
+    for name, result in runs.items():
+        expected = golden[name]
+        assert result.steps.tolist() == expected["steps"], name
+        assert np.array_equal(result.history["cosine"], np.array(expected["cosine"]), equal_nan=True), name
+        assert np.array_equal(result.history["l2_255"], np.array(expected["l2_255"]), equal_nan=True), name
+        assert float(result.images.double().sum()) == expected["image_sum"], name
+
+
+def test_auto_is_float32_where_bfloat16_is_missing(monkeypatch):
+    monkeypatch.setattr(precision, "_cpu_has_bf16", lambda: False)
+    precision._say_float32_once.cache_clear()
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        result = match_embeddings(Linear(), images(1, 0), torch.randn(1, 8), max_steps=2, progress=False)
+    assert result.precision == "float32" and result.checked is None
+    with pytest.raises(ValueError, match="precision='bfloat16' needs native bfloat16"):
+        match_embeddings(Linear(), images(1, 0), torch.randn(1, 8), precision="bfloat16", progress=False)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        match_embeddings(Linear(), images(1, 0), torch.randn(1, 8), precision="half", progress=False)

@@ -22,7 +22,7 @@ CASES = {
     "pixels in 0-255": (lambda m: vq.match_embeddings(m, random_images(2) * 255, _targets(m), progress=False),
                         ValueError, r"\[0, 1\].*divide by 255"),
     "integer pixels": (lambda m: vq.match_embeddings(m, (random_images(2) * 255).to(torch.uint8), _targets(m)),
-                       TypeError, "floating point"),
+                       TypeError, "floating.point"),
     "NaN pixels": (lambda m: vq.match_embeddings(m, random_images(2) * float("nan"), _targets(m)), ValueError, "NaN"),
     "empty batch": (lambda m: vq.match_embeddings(m, random_images(0), _targets(m)[:0]), ValueError, "empty batch"),
     "one channel": (lambda m: vq.match_embeddings(m, random_images(2)[:, :1], _targets(m)), ValueError,

@@ -141,8 +141,10 @@ class Report:
 
 
 def moved(result: MatchResult) -> bool:
-    """Whether the result's (first) image differs from its source at all."""
-    return bool(result.delta[0].abs().amax() > 0)
+    """Whether the result's (first) image is a changed one: updated at least once, and other than the source as the
+    search saw it (rounded to 8 bits when the search rounded, which alone is no change)."""
+    source = metrics.quantize_8bit(result.sources[:1]) if result.quantized else result.sources[:1]
+    return bool(result.steps[0] > 0 and (result.images[:1] != source).any())
 
 
 def perturbation_panel(result: MatchResult) -> tuple[torch.Tensor, str]:
@@ -293,16 +295,16 @@ class ExplorerSession:
         knn, names = self._knn()
         nearest = knn.predict(torch.cat([fx, f0]).cpu())  # (2,): matched image, source
         norm = float(torch.linalg.vector_norm(dx))
-        moved = norm > 0  # a run stopped at step 0 has no direction
+        changed = moved(result) and norm > 0  # a run stopped at step 0 has no direction (8-bit rounding is none)
         return Probe(
             nearest=names[nearest[0]], source_nearest=names[nearest[1]], source=config.source, target=config.target,
             cos_to_target=float(metrics.cosine(fx, ft)), cos_to_source=float(metrics.cosine(fx, f0)),
             quantized_cosine=quantized, stop_cos=result.stop_cos,
             survives_8bit=quantized >= result.stop_cos,
-            lipschitz=float(directional_lipschitz(model, x0, dx, [eps])[0]) if moved else float("nan"),
-            secant=float(torch.linalg.vector_norm(fx - f0)) / norm if moved else float("nan"),
+            lipschitz=float(directional_lipschitz(model, x0, dx, [eps])[0]) if changed else float("nan"),
+            secant=float(torch.linalg.vector_norm(fx - f0)) / norm if changed else float("nan"),
             eps=eps, linf_255=float(metrics.linf_255(dx)), l2_255=float(metrics.l2_255(dx)),
-            psnr=float(metrics.psnr(x, x0)),
+            psnr=float(metrics.psnr(x, x0)) if changed else float("nan"),
         )
 
     def explore(self, config: ExplorerConfig, on_update: Update | None = None, every: int = 5) -> Report:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .precision import float32_only
 from .tensors import Value, as_count, as_floats, as_image, model_device, model_dtype, model_hw
 
 RANK_RTOL = 1e-5  # numerical rank: singular values above RANK_RTOL * s_max (float32 Jacobian noise is ~1e-6)
@@ -112,6 +113,7 @@ def available_memory(device: torch.device) -> int:
 # ---------------------------------------------------------------------------------------------- products
 
 
+@float32_only
 def vjp(model, x: Tensor, u: Tensor) -> Tensor:
     """J^T u for cotangents ``u`` (D,) or (B, D): pixel-space vectors (3, H, W) or (B, 3, H, W)."""
     model, x = model_input(model, x)
@@ -125,6 +127,7 @@ def vjp(model, x: Tensor, u: Tensor) -> Tensor:
     return torch.func.vmap(vjp_fn)(u)[0][:, 0]  # (B, 3, H, W)
 
 
+@float32_only
 def jvp(model, x: Tensor, v: Tensor) -> Tensor:
     """J v for pixel directions ``v`` (3, H, W) or (B, 3, H, W): (D,) or (B, D). Forward mode, one pass.
 
@@ -160,6 +163,7 @@ def _check_jacobian_memory(D: int, P: int, batch_size: int, x: Tensor, limit: in
         )
 
 
+@float32_only
 def jacobian(
     model, x: Tensor, *, batch_size: int = 8, dtype: torch.dtype | None = None, max_bytes: int | None = None,
 ) -> Tensor:
@@ -308,6 +312,7 @@ def _orthonormalize(Z: Tensor, Q: Tensor | None) -> Tensor:
     return Z
 
 
+@float32_only
 def top_spectrum(
     model, x: Tensor, k: int = 16, *, batch_size: int = 4, tol: float = 1e-3, max_products: int | None = None,
     seed: int = 0,

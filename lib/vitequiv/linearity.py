@@ -16,6 +16,7 @@ from torch import Tensor
 from . import metrics
 from .jacobians import Spectrum, jacobian, jvp, model_input, spectrum, top_spectrum
 from .lipschitz import changes_along, log_interp, unit
+from .precision import float32_only
 from .tensors import Value, as_count, as_direction, as_floats, as_image, as_lengths, as_positive
 
 DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
@@ -58,6 +59,7 @@ class LinearityProfile:
         return log_interp(t, self.ts, self.change)
 
 
+@float32_only
 def linearization_profile(
     model, x: Value, v: Value, ts: Tensor | None = None, *, jac: Tensor | None = None,
     dtype: torch.dtype | None = None, batch_size: int = 32,
@@ -83,6 +85,7 @@ def linearization_profile(
     return LinearityProfile(ts.cpu(), delta.norm(dim=1).cpu(), error.cpu(), float(jv.norm()))
 
 
+@float32_only
 def linear_region_radius(model, x: Tensor, v: Tensor, tol: float = 0.1, ts: Tensor | None = None, **kw) -> float:
     """Largest step t along unit v for which the relative linearization error stays below ``tol`` (see radius)."""
     return linearization_profile(model, x, v, ts, **kw).radius(tol)
@@ -123,6 +126,7 @@ def _correct(model, x: Tensor, f0: Tensor, spec: Spectrum, steps: int, damping: 
     return x
 
 
+@float32_only
 def null_space_walk(
     model, x: Tensor, *, toward: Tensor | None = None, n_steps: int = 40, step_size: float = 1.0,
     relinearize_every: int = 5, k: int | None = None, tol: float = 1e-2, project: bool = True,

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .jacobians import Spectrum, jvp, model_input
 from .models import embed_batched
+from .precision import float32_only
 from .tensors import Value, as_count, as_direction, as_directions, as_lengths, as_positive, image_shape
 
 DEFAULT_EPS = torch.logspace(-1, -12, 23, dtype=torch.float64)  # 1e-1 ... 1e-12, half-decade steps
@@ -36,6 +37,7 @@ def unit(v: Tensor) -> Tensor:
     return v / norms.view(-1, 1, 1, 1) if v.dim() == 4 else v / norms[0]
 
 
+@float32_only
 def directional_lipschitz(
     model, x: Value, v: Value, eps: Sequence[float] | Tensor | None = None, *,
     dtype: torch.dtype | None = None, batch_size: int = 32,
@@ -55,6 +57,7 @@ def directional_lipschitz(
     return changes_along(model, x, v, eps, batch_size).norm(dim=1) / eps
 
 
+@float32_only
 def changes_along(model, x: Tensor, v: Tensor, ts: Tensor, batch_size: int = 32) -> Tensor:
     """f(x + t v / ||v||) - f(x) for each step length t in ``ts`` (T,): (T, D), one batched pass with x itself.
 
@@ -87,6 +90,7 @@ def breakdown_eps(eps: Sequence[float], L: Sequence[float], exact: float, tol: f
     return float(eps[order][bad[0]]) if len(bad) else 0.0
 
 
+@float32_only
 def directional_derivative(model, x: Value, v: Value, *, dtype: torch.dtype | None = None) -> Tensor:
     """||J v|| for the unit direction v / ||v||: the eps -> 0 limit of :func:`directional_lipschitz` (forward mode)."""
     model, x = model_input(model, x, dtype)
@@ -119,6 +123,7 @@ def null_directions(spectrum: Spectrum, n: int, *, seed: int = 0) -> Tensor:
     return unit(spectrum.project_null(v))
 
 
+@float32_only
 def sampled_lipschitz(
     model, x: Value, directions: Value, eps: float = 1e-2, *, dtype: torch.dtype | None = None,
     batch_size: int = 32,
@@ -133,6 +138,7 @@ def sampled_lipschitz(
     return out.norm(dim=1) / eps
 
 
+@float32_only
 def sampled_lipschitz_max(
     model, x: Tensor, n_random: int = 64, eps: float = 1e-2, *, seed: int = 0,
     dtype: torch.dtype | None = None, batch_size: int = 32,

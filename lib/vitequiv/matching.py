@@ -37,6 +37,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from .precision import Precision, autocast, resolve_precision
+from .tensors import as_images, image_shape, model_dtype, model_hw, target_embeddings
 
 State = dict[str, torch.Tensor]  # per-pair rule state, every tensor with leading dimension B
 HISTORY_KEYS = ("loss", "cosine", "embed_l2", "l1_255", "l2_255", "linf_255", "psnr", "grad_norm", "passes")
@@ -75,10 +77,11 @@ def _norms(v: torch.Tensor) -> torch.Tensor:
 class Progress:
     """What a step rule may look at besides the gradient, for the pairs that take this step."""
 
-    cosine: torch.Tensor  # (m,) cosine of each pair's embedding to its target now
+    cosine: torch.Tensor  # (m,) cosine of each pair's embedding to its target now (of the image the model saw)
+    feasible: torch.Tensor  # (m,) bool: the pair meets the goal now (cosine >= goal, and stop_dist2 if set)
     step: int  # updates applied so far (0 on the first update)
     max_steps: int
-    stop_cos: float | None  # the pairs' stop threshold (None: no threshold)
+    goal: float | None  # the cosine the search aims for: stop_cos plus the precision's margin (None: no threshold)
 
 
 class StepRule:
@@ -92,6 +95,7 @@ class StepRule:
 
     label = ""  # the name readers see (figure legends, tables)
     loss: Literal["mse", "cosine"] = "mse"  # the loss whose gradient the rule is given
+    refines = False  # True: a pair that meets the goal keeps stepping (the matcher keeps its smallest such point)
 
     def init_state(self, x0: torch.Tensor) -> State:
         return {}
@@ -202,29 +206,35 @@ def perceptual_weights(x0: torch.Tensor, *, window: int = 7, psnr_db: float = 40
 
 
 class MinNorm(StepRule):
-    """The smallest change that reaches the cosine threshold: the suite's default step rule.
+    """The smallest change that reaches the cosine threshold: the suite's default step rule (FMN, Pintor et al. 2021).
 
     Each step moves along the normalized gradient of 1 - cos (with momentum), inside a ball around the source
-    whose radius grows only as the pair needs it, as in FMN (Pintor et al., 2021): while the pair is short of the
-    threshold the radius becomes ||dx|| + beta * gap / ||grad||, a fraction beta of the first-order distance
-    still to go (gap = stop_cos - cos), and it never shrinks. ``beta`` stays at ``growth[0]`` for the first
-    ``patience`` of the step cap (patient: an easy pair stops near its smallest radius) and then rises
-    quadratically to ``growth[1]`` at the cap (insistent: a hard pair still arrives in time). The step length is
-    ``lr`` times the radius, cosine-annealed to ``anneal_floor`` of that over the cap, so that the last steps are
-    fine enough to settle at the threshold. ``metric="perceptual"`` measures radius, steps and the steepest
-    direction in the metric of :func:`perceptual_weights`, which puts the change where SSIM notices it least.
+    whose radius the rule controls per pair, in two phases:
 
-    Why this one. Measured on the embedded DINOv2-S/14, the six photo pairs of notebook 01 at 224 px, a cap of
-    300 passes (``benchmarks/bench_min_norm.py`` has the final comparison):
+    - *Growth*, until the pair first meets the goal: the radius becomes ||dx|| + beta * gap / ||grad||, a fraction
+      beta of the first-order distance still to go (gap = goal - cos), and never shrinks. ``beta`` stays at
+      ``growth[0]`` for the first ``patience`` of the step cap and then rises quadratically to ``growth[1]``, so an
+      easy pair arrives near its smallest radius and a hard one still arrives in time.
+    - *Refinement*, after that (``refine=True``): FMN's multiplicative control. While the pair meets the goal the
+      radius shrinks to min(radius * (1 - gamma), smallest feasible norm so far); when it falls off it grows by
+      (1 + gamma). ``gamma`` is cosine-annealed from ``gamma[0]`` to ``gamma[1]`` over the cap. The matcher keeps
+      every pair running to the cap and returns the smallest-norm image that met the goal.
+
+    The step length is ``lr`` times the radius, cosine-annealed to ``anneal_floor`` of that over the cap, so the
+    last steps are fine enough to settle on the boundary. ``metric="perceptual"`` measures radius, steps and the
+    steepest direction in the metric of :func:`perceptual_weights`, which puts the change where SSIM notices it
+    least.
+
+    Why this one. Measured on the embedded DINOv2-S/14 at 224 px (``benchmarks/bench_min_norm.py`` has the final
+    comparison on the six pairs of notebook 01):
     - steps along the normalized gradient stay in the span of the Jacobian's rows, the few directions that move
       the embedding; Adam and signed steps scale every pixel alike and spread the change over the null space
       (Adam: PSNR 29-35 dB at the same cosine);
-    - a fixed L2 ball needs its radius in advance: at PSNR 40 dB, with momentum, 2 of 6 pairs got there;
-    - a radius ramped on a fixed schedule (PSNR 46 -> 33 dB over the cap) either wastes passes on easy pairs or
-      runs out on hard ones (5 of 6; median 37.3 dB);
-    - the FMN radius adapts per pair and to any model's scale (a random tiny ViT needs 24 dB where DINOv2 needs
-      35-41): with a constant beta of 0.05, 6 of 6 pairs in 131-280 passes at a median 37.4 dB; beta 0.03 waits
-      too long (3 of 6), a linear rise from 0.02 to 0.3 arrives early and coarse (median 36.2 dB);
+    - a fixed L2 ball needs its radius in advance (2 of 6 pairs at PSNR 40 dB), a radius ramped on a fixed
+      schedule wastes passes on easy pairs or runs out on hard ones (5 of 6); the FMN radius adapts per pair and
+      to any model's scale (a random tiny ViT needs 24 dB where DINOv2 needs 35-41);
+    - growth alone stops at the first crossing, 1-3 dB short of the smallest change: the refinement is what
+      finds it (see the benchmark's frontier for the gain per pass);
     - the perceptual metric raises SSIM (median 0.976 against 0.96) for about 1 dB of PSNR;
     - L-BFGS on a norm-penalized loss, and radius control without step annealing, did worse.
     """
@@ -233,19 +243,25 @@ class MinNorm(StepRule):
     loss = "cosine"
 
     def __init__(self, lr: float = 1 / 8, momentum: float = 0.9, growth: tuple[float, float] = (0.05, 0.3),
-                 patience: float = 0.6, anneal_floor: float = 0.05, metric: Literal["l2", "perceptual"] = "l2") -> None:
+                 patience: float = 0.6, anneal_floor: float = 0.05, metric: Literal["l2", "perceptual"] = "l2",
+                 refine: bool = True, gamma: tuple[float, float] = (0.05, 0.001)) -> None:
         _positive("lr", lr)
-        if not (0 <= momentum < 1 and 0 < anneal_floor <= 1 and 0 < growth[0] <= growth[1] and 0 <= patience < 1):
-            raise ValueError(f"need 0 <= momentum < 1, 0 < anneal_floor <= 1, 0 < growth[0] <= growth[1] and "
-                             f"0 <= patience < 1, got momentum={momentum!r}, anneal_floor={anneal_floor!r}, "
-                             f"growth={growth!r}, patience={patience!r}")
+        if not (0 <= momentum < 1 and 0 < anneal_floor <= 1 and 0 < growth[0] <= growth[1] and 0 <= patience < 1
+                and 0 < gamma[1] <= gamma[0] < 1):
+            raise ValueError(f"need 0 <= momentum < 1, 0 < anneal_floor <= 1, 0 < growth[0] <= growth[1], "
+                             f"0 <= patience < 1 and 0 < gamma[1] <= gamma[0] < 1, got momentum={momentum!r}, "
+                             f"anneal_floor={anneal_floor!r}, growth={growth!r}, patience={patience!r}, "
+                             f"gamma={gamma!r}")
         if metric not in ("l2", "perceptual"):
             raise ValueError(f"metric must be 'l2' or 'perceptual', got {metric!r}")
+        if not isinstance(refine, bool):
+            raise TypeError(f"refine must be True or False, got {refine!r}")
         self.lr, self.momentum, self.growth, self.patience = lr, momentum, tuple(growth), patience
-        self.anneal_floor, self.metric = anneal_floor, metric
+        self.anneal_floor, self.metric, self.refines, self.gamma = anneal_floor, metric, refine, tuple(gamma)
 
     def init_state(self, x0: torch.Tensor) -> State:
-        state = {"m": torch.zeros_like(x0), "radius": x0.new_zeros(x0.shape[0])}  # (B, 3, H, W), (B,)
+        state = {"m": torch.zeros_like(x0), "radius": x0.new_zeros(x0.shape[0]),  # (B, 3, H, W), (B,)
+                 "best": torch.full_like(x0[:, 0, 0, 0], math.inf)}  # (B,) smallest feasible norm so far
         if self.metric == "perceptual":
             state["weights"] = perceptual_weights(x0)  # (B, 3, H, W)
         return state
@@ -255,6 +271,9 @@ class MinNorm(StepRule):
         late = max(0.0, (u - self.patience) / (1 - self.patience))
         return self.growth[0] + (self.growth[1] - self.growth[0]) * late**2
 
+    def _annealed(self, start: float, end: float, u: float) -> float:
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
+
     def step(self, delta, grad, state, progress):
         weights = state.get("weights")
 
@@ -263,15 +282,24 @@ class MinNorm(StepRule):
 
         u = progress.step / max(progress.max_steps, 1)  # fraction of the step cap used
         direction = grad if weights is None else grad / weights  # steepest descent in the metric
-        goal = 1.0 if progress.stop_cos is None else progress.stop_cos
+        goal = 1.0 if progress.goal is None else progress.goal
         gap = (goal - progress.cosine.to(delta)).clamp_min(0)  # (m,)
-        to_go = norm(delta) * (progress.step > 0) + self.beta(u) * gap / norm(direction)  # first-order distance left
-        radius = torch.maximum(state["radius"], to_go)  # (m,)
-        length = self.lr * radius * (self.anneal_floor + (1 - self.anneal_floor) * 0.5 * (1 + math.cos(math.pi * u)))
+        now = norm(delta)  # (m,)
+        to_go = now * (progress.step > 0) + self.beta(u) * gap / norm(direction)  # first-order distance left
+        radius = torch.maximum(state["radius"], to_go)  # (m,) growth
+        best = state["best"]
+        if self.refines:
+            feasible = progress.feasible.to(delta.device)  # (m,)
+            best = torch.where(feasible, torch.minimum(best, now), best)
+            gamma = self._annealed(*self.gamma, u)
+            refined = torch.where(feasible, torch.minimum(state["radius"] * (1 - gamma), best),
+                                  state["radius"] * (1 + gamma))
+            radius = torch.where(torch.isfinite(best), refined, radius)  # (m,)
+        length = self.lr * radius * self._annealed(1.0, self.anneal_floor, u)
         m = self.momentum * state["m"] + direction / _per_pair(norm(direction))  # (m, 3, H, W)
         new = delta - _per_pair(length) * m / _per_pair(norm(m))
         new = new * _per_pair((radius / norm(new)).clamp(max=1.0))
-        return new, dict(state, m=m, radius=radius)
+        return new, dict(state, m=m, radius=radius, best=best)
 
 
 def make_step_rule(rule: str | StepRule | None = None, *, lr: float | None = None, model=None) -> StepRule:
@@ -337,8 +365,9 @@ class L2Ball(Budget):
 
     @classmethod
     def from_psnr(cls, psnr_db: float, shape: tuple[int, ...]) -> L2Ball:
-        """The ball whose surface has PSNR ``psnr_db`` against the source, for images of ``shape`` (3, H, W)."""
-        return cls(math.sqrt(math.prod(shape) * 10 ** (-psnr_db / 10)) * metrics.LEVELS)
+        """The ball whose surface has PSNR ``psnr_db`` against the source, for one image of ``shape`` (3, H, W)
+        (a batch shape is refused: the radius is per image)."""
+        return cls(math.sqrt(math.prod(image_shape(shape, "shape")) * 10 ** (-psnr_db / 10)) * metrics.LEVELS)
 
     def project(self, delta: torch.Tensor) -> torch.Tensor:
         eps = self.eps_255 / metrics.LEVELS
@@ -352,25 +381,33 @@ class L2Ball(Budget):
 class MatchResult:
     """What ``match_embeddings`` found. Arrays indexed by pair are NumPy; images stay on the sources' device.
 
+    ``images`` are each pair's returned image: with a refining rule (min-norm) the smallest change that met the
+    goal, otherwise the last one; with ``quantized`` they are exactly 8-bit (k/255) images, what a PNG keeps.
+
     ``history[key]`` has shape (T, B): row k describes each pair's image after k updates (row 0 is the source),
-    NaN once the pair has stopped. Keys: ``loss`` (the loss the step rule descends), ``cosine`` and
-    ``embed_l2`` to the target embedding, ``l1_255``/``l2_255``/``linf_255`` of x - x0 in 1/255 units,
-    ``psnr`` (dB) of x against x0, ``grad_norm`` (Euclidean norm of the pixel gradient; NaN where none was
-    computed) and ``passes`` (forward+backward passes spent on the pair so far, this row's included).
+    as the model saw it (rounded to 8 bits when ``quantized``, run in ``precision``), NaN where the pair did not
+    run. Keys: ``loss`` (the loss the step rule descends), ``cosine`` and ``embed_l2`` to the target embedding,
+    ``l1_255``/``l2_255``/``linf_255`` of x - x0 in 1/255 units, ``psnr`` (dB) of x against x0, ``grad_norm``
+    (Euclidean norm of the pixel gradient; NaN where none was computed) and ``passes`` (forward+backward passes
+    spent on the pair so far, this row's included). ``final`` reads each pair's returned image's row, with its
+    cosine and embedding distance recomputed in float32 when the search ran in bfloat16 (``checked``).
     """
 
     images: torch.Tensor  # (B, 3, H, W) in [0, 1], detached
     sources: torch.Tensor  # (B, 3, H, W)
     target_embeddings: torch.Tensor  # (B, D)
     history: dict[str, np.ndarray]  # each (T, B)
-    converged: np.ndarray  # (B,) bool: met the stop rule
-    steps: np.ndarray  # (B,) int: updates applied to each pair
-    passes: np.ndarray  # (B,) int: forward+backward passes spent on each pair
+    converged: np.ndarray  # (B,) bool: the returned image meets the stop rule (in float32)
+    steps: np.ndarray  # (B,) int: the history row of the returned image (updates applied to reach it)
+    passes: np.ndarray  # (B,) int: forward+backward passes spent on each pair, all of them
     elapsed_s: float
     stopped_by: Literal["converged", "max_steps", "callback", "interrupted"]
     stop_cos: float | None
     step_rule: str = ""
-    quantized_cosine: np.ndarray | None = None  # (B,) cosine of f(quantize_8bit(images)) to the target
+    quantized_cosine: np.ndarray | None = None  # (B,) float32 cosine of f(quantize_8bit(images)) to the target
+    precision: str = "float32"  # what the model's forward ran in during the search ("float32" or "bfloat16")
+    quantized: bool = False  # the model saw (and the result holds) 8-bit images
+    checked: dict[str, np.ndarray] | None = None  # (B,) float32 cosine and embed_l2 of the returned images
 
     @property
     def interrupted(self) -> bool:
@@ -378,12 +415,12 @@ class MatchResult:
 
     @property
     def final(self) -> dict[str, np.ndarray]:
-        """Each history metric at each pair's final image, shape (B,)."""
+        """Each history metric at each pair's returned image, shape (B,) (cosine and embed_l2 in float32)."""
         n = len(self.history["loss"])
         if n == 0:
             return {k: np.full(len(self.steps), np.nan) for k in self.history}
         rows = np.minimum(self.steps, n - 1)
-        return {k: v[rows, np.arange(v.shape[1])] for k, v in self.history.items()}
+        return {k: v[rows, np.arange(v.shape[1])] for k, v in self.history.items()} | (self.checked or {})
 
     @property
     def survives_8bit(self) -> np.ndarray | None:
@@ -431,51 +468,6 @@ class _History:
 # ------------------------------------------------------------------------------------------- input checks
 
 
-def check_images(images, name: str = "sources") -> torch.Tensor:
-    """``images`` as a (B, 3, H, W) floating tensor in [0, 1] with B >= 1, or a ValueError/TypeError naming it."""
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of images (B, 3, H, W) in [0, 1], got {type(images).__name__}")
-    if images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is an empty batch (shape {tuple(images.shape)}); pass at least one image")
-    if not images.is_floating_point():
-        raise TypeError(f"{name} must be floating point in [0, 1], got dtype {images.dtype}; use images.float() / 255")
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} holds NaN or infinite pixels")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < 0 or hi > 1:
-        hint = " (pixels in 0-255? divide by 255)" if hi > 1.5 else ""
-        raise ValueError(f"{name} must have pixels in [0, 1], got values in [{lo:g}, {hi:g}]{hint}")
-    return images
-
-
-def target_embeddings(model, targets: torch.Tensor, device: torch.device, pairs: int | None = None) -> torch.Tensor:
-    """Targets given as embeddings (B, D) pass through; images (B, 3, H, W) are embedded once, without grad.
-
-    With ``pairs``, the batch size must equal it; the embedding width must equal ``model.embed_dim`` when the
-    model declares one.
-    """
-    if not isinstance(targets, torch.Tensor):
-        raise TypeError("targets must be a tensor of embeddings (B, D) or images (B, 3, H, W), "
-                        f"got {type(targets).__name__}")
-    if targets.dim() not in (2, 4):
-        raise ValueError(f"targets must be embeddings (B, D) or images (B, 3, H, W), got shape {tuple(targets.shape)}")
-    if pairs is not None and targets.shape[0] != pairs:
-        raise ValueError(f"{pairs} sources but {targets.shape[0]} targets; pass one target per source")
-    targets = targets.to(device)
-    if targets.dim() == 4:
-        with torch.no_grad():
-            return model.embed(check_images(targets, "targets")).detach()  # (B, D)
-    width = getattr(model, "embed_dim", None)
-    if isinstance(width, int) and targets.shape[1] != width:
-        raise ValueError(f"targets have embedding width {targets.shape[1]} but {getattr(model, 'name', 'the model')} "
-                         f"embeds into {width} dimensions; pass target embeddings (B, {width}) or target images")
-    if not torch.isfinite(targets).all():
-        raise ValueError("targets hold NaN or infinite values")
-    return targets.detach()
-
-
 def _box(x0: torch.Tensor, box: Literal["unit", "source"]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pair pixel bounds (B, 1, 1, 1): [0, 1], or the source's own [min, max] as the authors clamped."""
     if box == "unit":
@@ -521,6 +513,212 @@ def _pair_losses(kind: str, emb: torch.Tensor, target: torch.Tensor) -> torch.Te
     raise ValueError(f"a step rule's loss must be 'mse' or 'cosine', got {kind!r}")
 
 
+@dataclass
+class _Search:
+    """A matching run's state, shared by its phases: the search, float32 settling and the final check.
+
+    Tensors hold every pair (leading dimension B); a phase reads and replaces the rows of the pairs it runs.
+    """
+
+    model: object
+    rule: StepRule
+    x0: torch.Tensor  # (B, 3, H, W) sources
+    target: torch.Tensor  # (B, D) target embeddings
+    lo: torch.Tensor  # (B, 1, 1, 1) pixel box
+    hi: torch.Tensor
+    gray: torch.Tensor  # (B,) bool: keep the perturbation equal in the three channels
+    budget: Budget | None
+    stop_cos: float | None
+    dist2: np.ndarray | None  # (B,) squared embedding distance to stay below, or None
+    quantize: bool
+    diverge_factor: float
+    x: torch.Tensor  # (B, 3, H, W) the iterates, replaced (never modified in place) at every step
+    state: State
+    out: torch.Tensor  # (B, 3, H, W) what each pair returns: its smallest feasible image seen, else its latest
+    out_l2: np.ndarray  # (B,) ||out - x0|| of the feasible ones (inf until then)
+    active: np.ndarray  # (B,) bool
+    converged: np.ndarray  # (B,) bool
+    steps: np.ndarray  # (B,) history row of ``out``
+    passes: np.ndarray  # (B,)
+    history: _History
+    initial_loss: np.ndarray  # (B,)
+
+    def seen(self, x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+        """The image the model is shown: when quantizing, rounded to the 8-bit levels inside the pixel box (so a
+        source box stays kept), with a straight-through gradient."""
+        if not self.quantize:
+            return x
+        levels = metrics.LEVELS
+        lo, hi = (_rows(self.lo, index) * levels).ceil(), (_rows(self.hi, index) * levels).floor()  # (b, 1, 1, 1)
+        rounded = torch.minimum(torch.maximum((x * levels).round(), lo), hi) / levels  # (b, 3, H, W)
+        return x + (rounded - x).detach()
+
+    def meets(self, cosine: np.ndarray, embed_l2: np.ndarray, pairs: np.ndarray, goal: float | None) -> np.ndarray:
+        """(b,) bool: these pairs meet the stop rule at cosine ``goal``."""
+        if goal is None:
+            return np.zeros(len(pairs), dtype=bool)
+        ok = cosine >= goal
+        return ok if self.dist2 is None else ok & (embed_l2**2 < self.dist2[pairs])
+
+
+def _evaluate(search: _Search, running: np.ndarray, k: int, precision: Precision, with_grad: bool):
+    """One forward (and backward) of the running pairs, recorded as history row k.
+
+    Returns the images the model saw (b, 3, H, W), the iterates' perturbations (b, 3, H, W) for the step rule
+    (continuous, not rounded: the rule's small steps must add up), the gradient and the history row (M, b)."""
+    device = search.x0.device
+    index = _index(running, len(search.x0), device)
+    x0a, ta = _rows(search.x0, index), _rows(search.target, index)  # (b, 3, H, W), (b, D)
+    leaf = _rows(search.x, index).detach().requires_grad_(with_grad)
+    with torch.set_grad_enabled(with_grad):
+        seen = search.seen(leaf, index)
+        with autocast(precision, device):
+            emb = search.model.embed(seen)  # (b, D)
+        emb = emb.float()
+        loss = _pair_losses(search.rule.loss, emb, ta.float())  # (b,)
+    grad = torch.autograd.grad(loss.sum(), leaf)[0] if with_grad else None  # (b, 3, H, W)
+    if with_grad:
+        search.passes[running] += 1
+    seen = seen.detach()
+    delta = seen - x0a  # (b, 3, H, W) as seen: what the metrics describe
+    l2 = metrics.l2_255(delta)  # (b,)
+    nan = torch.full_like(loss, float("nan"))
+    emb = emb.detach()
+    row = torch.stack([
+        loss.detach(), metrics.cosine(emb, ta), torch.linalg.vector_norm(emb - ta, dim=1),
+        metrics.l1_255(delta), l2, metrics.linf_255(delta),
+        metrics.psnr_from_mse((l2 / metrics.LEVELS) ** 2 / delta[0].numel()),
+        nan if grad is None else _norms(grad), torch.as_tensor(search.passes[running]).to(loss),
+    ]).double().cpu().numpy()  # (M, b): one device sync per step
+    search.history.append(running, row)
+
+    return seen, leaf.detach() - x0a, grad, row
+
+
+def _check_divergence(search: _Search, running: np.ndarray, row: np.ndarray, k: int, has_grad: bool) -> None:
+    """Raise on a non-finite loss or gradient, or a loss ``diverge_factor`` times its initial value."""
+    lv, gn = row[0], row[-2]
+    if k == 0:
+        search.initial_loss[running] = lv
+    bad = ~np.isfinite(lv) | (~np.isfinite(gn) & has_grad)
+    blown = (lv > search.diverge_factor * search.initial_loss[running]) & (search.initial_loss[running] > 0)
+    if bad.any() or blown.any():
+        j = int(np.flatnonzero(bad | blown)[0])
+        what = "a non-finite loss or gradient" if bad[j] else f"a loss {search.diverge_factor:g}x its initial value"
+        raise _Diverged(f"matching pair {running[j]} hit {what} at step {k} (loss {lv[j]:.4g}); "
+                        "lower the step size or check the model and inputs", pair=int(running[j]), step=k)
+
+
+class _Diverged(Exception):
+    def __init__(self, message: str, *, pair: int, step: int) -> None:
+        super().__init__(message)
+        self.pair, self.step = pair, step
+
+
+def _keep(search: _Search, running: np.ndarray, seen: torch.Tensor, row: np.ndarray, feasible: np.ndarray,
+          k: int) -> None:
+    """Update what each running pair returns: a smaller feasible image, or the latest while none was feasible."""
+    l2 = row[HISTORY_KEYS.index("l2_255")]
+    better = feasible & (l2 < search.out_l2[running])
+    take = better | ~(search.converged[running] | feasible)
+    search.out_l2[running[better]] = l2[better]
+    search.converged[running[feasible]] = True
+    search.steps[running[take]] = k
+    if take.any():
+        idx = torch.as_tensor(np.flatnonzero(take), device=seen.device)
+        search.out = search.out.index_copy(0, torch.as_tensor(running[take], device=seen.device), seen[idx])
+
+
+def _apply_step(search: _Search, running: np.ndarray, moving: np.ndarray, delta: torch.Tensor, grad: torch.Tensor,
+                progress: Progress) -> None:
+    """The step rule's update for the pairs at positions ``moving`` of ``running``, projected and boxed."""
+    device = search.x0.device
+    pick = _index(moving, len(running), device)
+    update_index = _index(running[moving], len(search.x0), device)
+    x0s, gray_s = _rows(search.x0, update_index), _rows(search.gray, update_index)  # (m, 3, H, W), (m,)
+    sub_state = {n: _rows(s, update_index) for n, s in search.state.items()}
+    g = _to_gray(_rows(grad, pick), gray_s)  # (m, 3, H, W)
+    new_delta, sub_state = search.rule.step(_rows(delta, pick), g, sub_state, progress)
+    new_delta = _to_gray(new_delta, gray_s)
+    if search.budget is not None:
+        new_delta = search.budget.project(new_delta)
+    xs = (x0s + new_delta).clamp(_rows(search.lo, update_index), _rows(search.hi, update_index))  # (m, 3, H, W)
+    search.state = {n: _set_rows(search.state[n], update_index, s) for n, s in sub_state.items()}
+    search.x = _set_rows(search.x, update_index, xs)
+
+
+def _search(search: _Search, max_steps: int, goal: float | None, precision: Precision, bar,
+            callback: Callable[[int], bool | None] | None) -> str:
+    """The main phase: step every running pair until it is done (met the goal, for rules that do not refine),
+    the cap, or the callback says stop. Returns why it stopped."""
+    for k in range(max_steps + 1):
+        running = np.flatnonzero(search.active)
+        last = k == max_steps
+        seen, delta, grad, row = _evaluate(search, running, k, precision, with_grad=not last)
+        feasible = search.meets(row[1], row[2], running, goal)  # (b,)
+        _keep(search, running, seen, row, feasible, k)
+        _check_divergence(search, running, row, k, has_grad=not last)
+        done = feasible & (not search.rule.refines)
+        search.active[running[done]] = False
+        bar.set_postfix(lowest_cos=f"{np.nanmin(row[1]):.4f}", done=f"{search.converged.sum()}/{len(search.x0)}",
+                        refresh=False)
+        if callback is not None and callback(k):
+            return "callback"
+        if not search.active.any():
+            return "converged"
+        if last:
+            return "max_steps"
+        moving = np.flatnonzero(~done)  # positions (within the running pairs) that take this step
+        progress = Progress(cosine=torch.as_tensor(row[1][moving], dtype=torch.float32),
+                            feasible=torch.as_tensor(feasible[moving]), step=k, max_steps=max_steps, goal=goal)
+        _apply_step(search, running, moving, delta, grad, progress)
+        bar.update(1)
+    return "max_steps"
+
+
+def _check_float32(search: _Search) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) float32 cosine and embedding distance of every pair's returned image to its target."""
+    with torch.no_grad():
+        emb = search.model.embed(search.out).float()  # (B, D)
+    target = search.target.float()
+    cosine = metrics.cosine(emb, target).double().cpu().numpy()
+    return cosine, torch.linalg.vector_norm(emb - target, dim=1).double().cpu().numpy()
+
+
+def _settle_float32(search: _Search, pairs: np.ndarray, first_row: int, tries: int = 8) -> None:
+    """Pairs whose bfloat16 match falls short in float32 take first-order float32 steps to the boundary.
+
+    From the returned image, step along the float32 gradient of the cosine by gap / ||grad||^2 (the distance to
+    the linearized boundary), doubling the overshoot each try, until the image (rounded, when quantizing) meets
+    the goal. Each try is one pass; few are needed, because bfloat16 errs by about 1e-4 in cosine.
+    """
+    search.x = search.out.clone()
+    search.active[:] = False
+    search.active[pairs] = True
+    overshoot = 1.5
+    for k in range(first_row, first_row + tries + 1):
+        running = np.flatnonzero(search.active)
+        seen, _, grad, row = _evaluate(search, running, k, "float32", with_grad=True)
+        feasible = search.meets(row[1], row[2], running, search.stop_cos)
+        search.converged[running] = False  # judged again, in float32
+        search.out_l2[running] = np.inf
+        _keep(search, running, seen, row, feasible, k)
+        _check_divergence(search, running, row, k, has_grad=True)
+        search.active[running[feasible]] = False
+        if not search.active.any() or k == first_row + tries:
+            return
+        still = ~feasible
+        index = torch.as_tensor(running[still], device=search.x0.device)
+        g = _to_gray(-grad[torch.as_tensor(np.flatnonzero(still), device=grad.device)],
+                     search.gray.index_select(0, index))  # (m, 3, H, W) ascent direction of the cosine
+        gap = torch.as_tensor(search.stop_cos - row[1][still], dtype=g.dtype, device=g.device)  # (m,)
+        # 1 - cos descends at rate ||grad||: the cosine rises by gap along gap / ||grad||^2 * (-grad)
+        stepped = search.x.index_select(0, index) + _per_pair(overshoot * gap / _norms(g).pow(2).clamp_min(1e-30)) * g
+        stepped = stepped.clamp(search.lo.index_select(0, index), search.hi.index_select(0, index))
+        search.x = search.x.index_copy(0, index, stepped)
+        overshoot *= 2
+
+
 def match_embeddings(
     model,
     sources: torch.Tensor,
@@ -533,6 +731,8 @@ def match_embeddings(
     stop_cos: float | None = 0.99,
     stop_dist2: float | np.ndarray | None = None,
     keep_gray: bool = True,
+    quantize: bool | None = None,
+    precision: str = "auto",
     diverge_factor: float = 1e4,
     progress: bool = True,
     callback: Callable[[int, MatchResult], bool | None] | None = None,
@@ -542,134 +742,130 @@ def match_embeddings(
     ``targets``: target embeddings (B, D) or target images (B, 3, H, W). ``step_rule``: a :class:`StepRule` or
     its name in :data:`STEP_RULES`; None is the default, :class:`MinNorm` (the smallest change that reaches the
     threshold). After every step the perturbation is projected into ``budget`` (if any), then pixels into
-    ``box``. A pair is done once cosine(f(x), f(x_tg)) >= ``stop_cos`` and, if ``stop_dist2`` is set (a number,
-    or one per pair), ||f(x) - f(x_tg)||^2 < ``stop_dist2``, as the authors required both (squared L2 below 1e-4
-    by default, 4 or 16 in examples; cosine above 0.96-0.99); ``stop_cos=None`` runs every pair for
-    ``max_steps``. A done pair is frozen (image and rule state untouched from then on); the run ends when all
-    are, after ``max_steps`` updates, when ``callback(step, result_so_far)`` returns True, or on
-    KeyboardInterrupt; each returns what was found so far. A NaN/inf loss or gradient, or a pair loss above
-    ``diverge_factor`` times its initial loss, raises :class:`MatchingError`. ``keep_gray``: see the module
-    docstring. Each step costs one forward and one backward pass of the pairs still running.
+    ``box``. A pair meets the goal once cosine(f(x), f(x_tg)) >= ``stop_cos`` and, if ``stop_dist2`` is set (a
+    number, or one per pair), ||f(x) - f(x_tg)||^2 < ``stop_dist2``, as the authors required both (squared L2
+    below 1e-4 by default, 4 or 16 in examples; cosine above 0.96-0.99); ``stop_cos=None`` runs every pair for
+    ``max_steps``. A pair that meets the goal is frozen, unless its rule refines (min-norm): then it keeps
+    looking for a smaller change until the cap, and the smallest one that met the goal is returned.
+
+    ``quantize`` (the default without a ``budget``): the model is shown each image rounded to 8 bits
+    (straight-through gradient), so the returned images are 8-bit images that meet the goal as saved PNGs do.
+    With a budget it defaults to False: the ball is a hard limit on the float image, which rounding could cross.
+    ``precision``: "auto" runs the model's forward in bfloat16 where the hardware does it natively (see
+    :mod:`vitequiv.precision`); the result is then checked in float32, and a pair that falls short there takes a
+    few float32 steps until it holds. ``MatchResult.precision`` says which ran.
+
+    The run ends when every pair is done, after ``max_steps`` updates, when ``callback(step, result_so_far)``
+    returns True, or on KeyboardInterrupt; each returns what was found so far. A NaN/inf loss or gradient, or a
+    pair loss above ``diverge_factor`` times its initial loss, raises :class:`MatchingError`. ``keep_gray``: see
+    the module docstring. Each step costs one forward and one backward pass of the pairs still running.
     """
     start = time.perf_counter()
-    check_images(sources)
+    search = _start(model, sources, targets, step_rule=step_rule, budget=budget, box=box,
+                               max_steps=max_steps, stop_cos=stop_cos, stop_dist2=stop_dist2, keep_gray=keep_gray,
+                               quantize=quantize, diverge_factor=diverge_factor)
+    precision = resolve_precision(precision, search.x0.device)
+    goal = None if stop_cos is None else min(stop_cos + BF16_COS_MARGIN * (precision == "bfloat16"), 1.0)
+
+    def result(stopped_by: str) -> MatchResult:
+        return MatchResult(
+            images=search.out, sources=search.x0, target_embeddings=search.target, history=search.history.view(),
+            converged=search.converged.copy(), steps=search.steps.copy(), passes=search.passes.copy(),
+            elapsed_s=time.perf_counter() - start, stopped_by=stopped_by, stop_cos=stop_cos,
+            step_rule=repr(search.rule), precision=precision, quantized=search.quantize,
+        )
+
+    bar = tqdm(total=max_steps, desc="matching", disable=not progress)
+    stopped_by = "max_steps"
+    try:
+        stopped_by = _search(search, max_steps, goal, precision, bar,
+                             None if callback is None else lambda k: callback(k, result("callback")))
+        out = _finish(search, result(stopped_by))
+    except KeyboardInterrupt:
+        stopped_by = "interrupted"
+    except _Diverged as e:
+        raise MatchingError(str(e), pair=e.pair, step=e.step, result=result(stopped_by)) from None
+    finally:
+        bar.close()
+    if stopped_by == "interrupted":
+        out = _finish(search, result(stopped_by))
+    out.elapsed_s = time.perf_counter() - start
+    return out
+
+
+BF16_COS_MARGIN = 2e-4  # bfloat16 searches aim this far above stop_cos: its cosine errs by ~1e-4 near 0.99
+
+
+def _start(model, sources, targets, *, step_rule, budget, box, max_steps, stop_cos, stop_dist2, keep_gray,
+           quantize, diverge_factor) -> _Search:
+    """Check the arguments and set up every pair's state."""
+    sources = as_images(sources, "sources", dtype=model_dtype(model), hw=model_hw(model))  # (B, 3, H, W)
     _positive("max_steps", max_steps, integer=True, allow_zero=True)
     _positive("diverge_factor", diverge_factor)
-    if stop_cos is not None and (not isinstance(stop_cos, numbers.Real) or not -1 <= stop_cos <= 1):
+    if stop_cos is not None and (isinstance(stop_cos, bool) or not isinstance(stop_cos, numbers.Real)
+                                 or not -1 <= stop_cos <= 1):
         raise ValueError(f"stop_cos must be a cosine in [-1, 1] or None, got {stop_cos!r}")
     if budget is not None and not isinstance(budget, Budget):
         raise TypeError(f"budget must be a LinfBall, an L2Ball or None, got {budget!r}")
+    if quantize is None:
+        quantize = budget is None
+    if not isinstance(quantize, bool):
+        raise TypeError(f"quantize must be True, False or None (True without a budget), got {quantize!r}")
     rule = make_step_rule(step_rule, model=model)
     device = sources.device
     x0 = sources.detach().clone()  # (B, 3, H, W), private: the caller may reuse its tensor
     pairs = x0.shape[0]
-    target = target_embeddings(model, targets, device, pairs)  # (B, D)
-    dist2 = None if stop_dist2 is None else np.broadcast_to(np.asarray(stop_dist2, dtype=float), (pairs,))
+    target = target_embeddings(model, targets, pairs=pairs, device=device)  # (B, D)
     lo, hi = _box(x0, box)  # each (B, 1, 1, 1)
     gray = gray_pairs(x0) if keep_gray else torch.zeros(pairs, dtype=torch.bool, device=device)  # (B,)
-    state = rule.init_state(x0)
-    x = x0  # (B, 3, H, W), replaced (never modified in place) at every step
-    active = np.ones(pairs, dtype=bool)
-    converged = np.zeros(pairs, dtype=bool)
-    steps = np.zeros(pairs, dtype=np.int64)
-    passes = np.zeros(pairs, dtype=np.int64)
-    history = _History(pairs)
-    initial_loss = np.full(pairs, np.nan)
-    stopped_by = "max_steps"
+    search = _Search(
+        model=model, rule=rule, x0=x0, target=target, lo=lo, hi=hi, gray=gray, budget=budget, stop_cos=stop_cos,
+        dist2=_stop_dist2(stop_dist2, pairs), quantize=quantize, diverge_factor=diverge_factor,
+        x=x0, state=rule.init_state(x0), out=x0, out_l2=np.full(pairs, np.inf), active=np.ones(pairs, dtype=bool),
+        converged=np.zeros(pairs, dtype=bool), steps=np.zeros(pairs, dtype=np.int64),
+        passes=np.zeros(pairs, dtype=np.int64), history=_History(pairs), initial_loss=np.full(pairs, np.nan),
+    )
+    return search
 
-    def result(images: torch.Tensor) -> MatchResult:
-        return MatchResult(
-            images=images, sources=x0, target_embeddings=target, history=history.view(),
-            converged=converged.copy(), steps=steps.copy(), passes=passes.copy(),
-            elapsed_s=time.perf_counter() - start, stopped_by=stopped_by, stop_cos=stop_cos, step_rule=repr(rule),
-        )
 
-    x_eval = x  # the latest image whose metrics are in the history
-    bar = tqdm(total=max_steps, desc="matching", disable=not progress)
-    try:
-        for k in range(max_steps + 1):
-            running = np.flatnonzero(active)
-            index = _index(running, pairs, device)
-            xa, x0a, ta = _rows(x, index), _rows(x0, index), _rows(target, index)  # (b, 3, H, W), ..., (b, D)
-            last = k == max_steps
-            leaf = xa.detach().requires_grad_(not last)
-            with torch.set_grad_enabled(not last):
-                emb = model.embed(leaf)  # (b, D)
-                loss = _pair_losses(rule.loss, emb, ta)  # (b,)
-            grad = None if last else torch.autograd.grad(loss.sum(), leaf)[0]  # (b, 3, H, W)
-            if not last:
-                passes[running] += 1
+def _stop_dist2(stop_dist2, pairs: int) -> np.ndarray | None:
+    """``stop_dist2`` as (B,) positive finite thresholds, or None."""
+    if stop_dist2 is None:
+        return None
+    values = np.asarray(stop_dist2, dtype=float) if not isinstance(stop_dist2, torch.Tensor) else \
+        stop_dist2.detach().double().cpu().numpy()
+    if values.ndim > 1 or (values.ndim == 1 and len(values) != pairs):
+        raise ValueError(f"stop_dist2 must be a number or one per pair ({pairs}), got shape {values.shape}")
+    if not (np.isfinite(values).all() and (values > 0).all()):
+        raise ValueError(f"stop_dist2 must be > 0 and finite (a squared embedding distance), got {stop_dist2!r}")
+    return np.broadcast_to(values, (pairs,))
 
-            delta = xa - x0a  # (b, 3, H, W)
-            emb = emb.detach()
-            cosine = metrics.cosine(emb, ta)  # (b,)
-            l2 = metrics.l2_255(delta)  # (b,)
-            nan = torch.full_like(loss, float("nan"))
-            row = torch.stack([
-                loss.detach(), cosine, torch.linalg.vector_norm(emb - ta, dim=1),
-                metrics.l1_255(delta), l2, metrics.linf_255(delta),
-                metrics.psnr_from_mse((l2 / metrics.LEVELS) ** 2 / delta[0].numel()),
-                nan if grad is None else _norms(grad), torch.as_tensor(passes[running]).to(loss),
-            ]).double().cpu().numpy()  # (M, b): one device sync per step
-            history.append(running, row)
-            x_eval = x
-            steps[running] = k
 
-            lv, gn = row[0], row[-2]
-            if k == 0:
-                initial_loss[:] = lv
-            bad = ~np.isfinite(lv) | (~np.isfinite(gn) & (grad is not None))
-            blown = (lv > diverge_factor * initial_loss[running]) & (initial_loss[running] > 0)
-            if bad.any() or blown.any():
-                j = int(np.flatnonzero(bad | blown)[0])
-                what = "a non-finite loss or gradient" if bad[j] else f"a loss {diverge_factor:g}x its initial value"
-                raise MatchingError(
-                    f"matching pair {running[j]} hit {what} at step {k} (loss {lv[j]:.4g}); "
-                    "lower the step size or check the model and inputs",
-                    pair=int(running[j]), step=k, result=result(x_eval),
-                )
+def _finish(search: _Search, out: MatchResult) -> MatchResult:
+    """The result with compact history and float32 checks of the returned images; after a bfloat16 search, a pair
+    that falls short in float32 is settled in float32 first."""
+    def check() -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # (B,) float32 cosine, embed_l2 of the 8-bit images
+        with torch.no_grad():
+            emb = search.model.embed(metrics.quantize_8bit(search.out)).float()  # (B, D)
+        target = search.target.float()
+        cosine = metrics.cosine(emb, target).double().cpu().numpy()
+        return cosine, torch.linalg.vector_norm(emb - target, dim=1).double().cpu().numpy()
 
-            done = np.zeros(len(running), dtype=bool) if stop_cos is None else row[1] >= stop_cos  # (b,)
-            if dist2 is not None:
-                done &= row[2] ** 2 < dist2[running]
-            converged[running[done]] = True
-            active[running[done]] = False
-            bar.set_postfix(lowest_cos=f"{np.nanmin(row[1]):.4f}", done=f"{converged.sum()}/{pairs}", refresh=False)
-            if callback is not None and callback(k, result(x_eval)):
-                stopped_by = "callback"
-                break
-            if not active.any():
-                stopped_by = "converged"
-                break
-            if last:
-                break
-
-            keep = np.flatnonzero(~done)  # positions (within the running pairs) that take this step
-            moving = _index(keep, len(running), device)
-            update_index = _index(running[keep], pairs, device)
-            x0s, gray_s = _rows(x0, update_index), _rows(gray, update_index)  # (m, 3, H, W), (m,)
-            sub_state = {n: _rows(s, update_index) for n, s in state.items()}
-            info = Progress(cosine=_rows(cosine, moving), step=k, max_steps=max_steps, stop_cos=stop_cos)
-            g = _to_gray(_rows(grad, moving), gray_s)  # (m, 3, H, W)
-            new_delta, sub_state = rule.step(_rows(delta, moving).detach(), g, sub_state, info)
-            new_delta = _to_gray(new_delta, gray_s)
-            if budget is not None:
-                new_delta = budget.project(new_delta)
-            xs = (x0s + new_delta).clamp(_rows(lo, update_index), _rows(hi, update_index))  # (m, 3, H, W)
-            state = {n: _set_rows(state[n], update_index, s) for n, s in sub_state.items()}
-            x = _set_rows(x, update_index, xs)
-            bar.update(1)
-    except KeyboardInterrupt:
-        stopped_by = "interrupted"
-    finally:
-        bar.close()
-
-    out = result(x_eval.detach())
-    out.history = {n: v.copy() for n, v in out.history.items()}  # compact, detached from the growable buffer
-    with torch.no_grad():
-        quantized = model.embed(metrics.quantize_8bit(out.images))  # (B, D)
-        out.quantized_cosine = metrics.cosine(quantized, target).double().cpu().numpy()
-    out.elapsed_s = time.perf_counter() - start
+    quantized = check()
+    if out.precision != "float32":
+        checked = quantized if search.quantize else _check_float32(search)
+        everyone = np.arange(len(search.x0))
+        short = np.flatnonzero(search.converged & ~search.meets(*checked, everyone, search.stop_cos))
+        if len(short) and out.stopped_by != "interrupted":
+            _settle_float32(search, short, first_row=search.history.n)
+            quantized = check()
+            checked = quantized if search.quantize else _check_float32(search)
+        out.checked = {"cosine": checked[0], "embed_l2": checked[1]}
+        search.converged &= search.meets(*checked, everyone, search.stop_cos)
+    out.images, out.converged, out.steps, out.passes = search.out, search.converged.copy(), search.steps.copy(), \
+        search.passes.copy()
+    out.history = {n: v.copy() for n, v in search.history.view().items()}  # compact, off the growable buffer
+    out.quantized_cosine = quantized[0]
     return out
 
 
