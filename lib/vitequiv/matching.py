@@ -676,10 +676,10 @@ def _search(search: _Search, max_steps: int, goal: float | None, precision: Prec
     return "max_steps"
 
 
-def _check_float32(search: _Search) -> tuple[np.ndarray, np.ndarray]:
-    """(B,) float32 cosine and embedding distance of every pair's returned image to its target."""
+def _check_float32(search: _Search, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) float32 cosine and embedding distance of each pair's image (B, 3, H, W) to its target."""
     with torch.no_grad():
-        emb = search.model.embed(search.out).float()  # (B, D)
+        emb = search.model.embed(images).float()  # (B, D)
     target = search.target.float()
     cosine = metrics.cosine(emb, target).double().cpu().numpy()
     return cosine, torch.linalg.vector_norm(emb - target, dim=1).double().cpu().numpy()
@@ -688,9 +688,10 @@ def _check_float32(search: _Search) -> tuple[np.ndarray, np.ndarray]:
 def _settle_float32(search: _Search, pairs: np.ndarray, first_row: int, tries: int = 8) -> None:
     """Pairs whose bfloat16 match falls short in float32 take first-order float32 steps to the boundary.
 
-    From the returned image, step along the float32 gradient of the cosine by gap / ||grad||^2 (the distance to
-    the linearized boundary), doubling the overshoot each try, until the image (rounded, when quantizing) meets
-    the goal. Each try is one pass; few are needed, because bfloat16 errs by about 1e-4 in cosine.
+    From the returned image, step against the float32 gradient of the rule's loss by gap / ||grad||^2 (for the
+    cosine loss, the distance to the linearized boundary), doubling the overshoot each try, until the image
+    (rounded, when quantizing) meets the goal. Each try is one pass; few are needed, because bfloat16 errs by
+    about 1e-4 in cosine.
     """
     search.x = search.out.clone()
     search.active[:] = False
@@ -844,22 +845,18 @@ def _stop_dist2(stop_dist2, pairs: int) -> np.ndarray | None:
 def _finish(search: _Search, out: MatchResult) -> MatchResult:
     """The result with compact history and float32 checks of the returned images; after a bfloat16 search, a pair
     that falls short in float32 is settled in float32 first."""
-    def check() -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # (B,) float32 cosine, embed_l2 of the 8-bit images
-        with torch.no_grad():
-            emb = search.model.embed(metrics.quantize_8bit(search.out)).float()  # (B, D)
-        target = search.target.float()
-        cosine = metrics.cosine(emb, target).double().cpu().numpy()
-        return cosine, torch.linalg.vector_norm(emb - target, dim=1).double().cpu().numpy()
+    def check() -> tuple[np.ndarray, np.ndarray]:  # float32, of the 8-bit images (what a PNG keeps)
+        return _check_float32(search, metrics.quantize_8bit(search.out))
 
     quantized = check()
     if out.precision != "float32":
-        checked = quantized if search.quantize else _check_float32(search)
+        checked = quantized if search.quantize else _check_float32(search, search.out)
         everyone = np.arange(len(search.x0))
         short = np.flatnonzero(search.converged & ~search.meets(*checked, everyone, search.stop_cos))
         if len(short) and out.stopped_by != "interrupted":
             _settle_float32(search, short, first_row=search.history.n)
             quantized = check()
-            checked = quantized if search.quantize else _check_float32(search)
+            checked = quantized if search.quantize else _check_float32(search, search.out)
         out.checked = {"cosine": checked[0], "embed_l2": checked[1]}
         search.converged &= search.meets(*checked, everyone, search.stop_cos)
     out.images, out.converged, out.steps, out.passes = search.out, search.converged.copy(), search.steps.copy(), \

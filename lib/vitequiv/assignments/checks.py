@@ -261,7 +261,8 @@ def _reference_descent(model, x0: Tensor, x_tg: Tensor, lr: float, steps: int) -
     D = _embed(model, x_tg).shape[1]
     # The library's loss is the mean over D of the squared difference, 2/D times ours: scale lr to compensate.
     return match_embeddings(model, x0, x_tg, step_rule=_PlainStep(lr * D / 2), box="unit", max_steps=steps,
-                            stop_cos=None, keep_gray=False, progress=False).images
+                            stop_cos=None, keep_gray=False, quantize=False, precision="float32",
+                            progress=False).images
 
 
 @_quietly
