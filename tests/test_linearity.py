@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from vitequiv.jacobians import LinearMap, spectrum
+from vitequiv.jacobians import LinearMap, jacobian, spectrum
 from vitequiv.linearity import linear_region_radius, linearization_profile, null_space_walk
 
 SHAPE = (3, 8, 8)
@@ -68,3 +68,13 @@ def test_walk_toward_another_image_with_top_k_and_correction(tiny_model, x):
     assert walk.embed_l2[-1] < plain.embed_l2[-1]  # correction pulls the embedding back
     again = null_space_walk(tiny_model, x, correct_steps=2, **kw)
     assert torch.equal(walk.images, again.images) and torch.equal(walk.embed_l2, again.embed_l2)
+
+
+def test_walk_from_a_given_spectrum_is_the_walk_that_computes_it(tiny_model, x):
+    kw = dict(n_steps=6, step_size=1.0, relinearize_every=3, checkpoint_every=3, seed=1)
+    start = spectrum(jacobian(tiny_model, x), x.shape[1:])
+    given, computed = null_space_walk(tiny_model, x, start=start, **kw), null_space_walk(tiny_model, x, **kw)
+    assert torch.equal(given.images, computed.images) and torch.equal(given.embed_l2, computed.embed_l2)
+    assert given.relinearizations == computed.relinearizations == 2
+    with pytest.raises(ValueError, match="start must be the Spectrum of the Jacobian at x"):
+        null_space_walk(tiny_model, x, start=spectrum(torch.randn(8, 3 * 16 * 16), (3, 16, 16)), **kw)

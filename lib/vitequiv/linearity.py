@@ -130,7 +130,7 @@ def _correct(model, x: Tensor, f0: Tensor, spec: Spectrum, steps: int, damping: 
 def null_space_walk(
     model, x: Tensor, *, toward: Tensor | None = None, n_steps: int = 40, step_size: float = 1.0,
     relinearize_every: int = 5, k: int | None = None, tol: float = 1e-2, project: bool = True,
-    correct_steps: int = 0, checkpoint_every: int = 5, seed: int = 0,
+    correct_steps: int = 0, checkpoint_every: int = 5, seed: int = 0, start: Spectrum | None = None,
 ) -> Walk:
     """Walk ``n_steps`` pixel steps of L2 length ``step_size`` from x, each projected onto the null space.
 
@@ -142,6 +142,8 @@ def null_space_walk(
     leaves the smaller normal directions in, so the step is only approximately null. ``project=False`` walks
     the raw direction: the control of the same pixel length. Steps are clamped to [0, 1]. ``correct_steps``
     damped Gauss-Newton steps after each step pull the embedding back toward f(x0) (one forward each).
+    ``start``: the spectrum of the Jacobian at ``x``, where the caller has it already: the first linearization
+    uses it instead of computing it again.
     ``x`` and ``toward`` are single images of one size in [0, 1] (tensors or NumPy arrays, any float dtype).
     """
     n_steps = as_count(n_steps, "n_steps", minimum=0)
@@ -152,6 +154,9 @@ def null_space_walk(
     k = None if k is None else as_count(k, "k")
     model, x0 = model_input(model, x)
     x0 = x0.detach()
+    if start is not None and (not isinstance(start, Spectrum) or start.num_pixels != x0[0].numel()):
+        raise ValueError(f"start must be the Spectrum of the Jacobian at x ({x0[0].numel()} pixels), got "
+                         f"{getattr(start, 'num_pixels', type(start).__name__)!r}")
     if toward is not None:
         toward = as_image(toward, "toward", device=x0.device, dtype=x0.dtype)
         if toward.shape != x0.shape:
@@ -173,7 +178,9 @@ def null_space_walk(
     spec, relinearizations = None, 0
     for step in range(1, n_steps + 1):
         if project and (step - 1) % relinearize_every == 0:
-            if k is None:
+            if step == 1 and start is not None:
+                spec = start
+            elif k is None:
                 spec = spectrum(jacobian(model, x), x.shape[1:])
             else:
                 spec = top_spectrum(model, x, k, tol=tol, seed=seed)
