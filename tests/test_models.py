@@ -48,6 +48,18 @@ def test_block_embeddings_end_at_the_embedding(tiny_model):
     torch.testing.assert_close(blocks[-1], tiny_model.embed(x))
 
 
+def test_only_a_cls_token_models_last_block_is_its_embedding(tiny_model):
+    x = torch.rand(2, 3, 32, 32)
+    last = vitequiv.BlockEmbedding(tiny_model, 1)
+    assert last.is_model_embedding and torch.equal(last.embed(x), tiny_model.embed(x))
+    assert not vitequiv.BlockEmbedding(tiny_model, 0).is_model_embedding
+    pooled = models.load_model("random:vit_tiny_patch16_224", img_size=32, depth=2, device="cpu",
+                               global_pool="avg", fc_norm=False)
+    pooled_last = vitequiv.BlockEmbedding(pooled, 1)
+    assert not pooled_last.is_model_embedding  # the normed CLS token, not the pooled embedding
+    assert not torch.allclose(pooled_last.embed(x), pooled.embed(x))
+
+
 def test_unknown_name_fails_at_once_with_suggestions():
     start = time.perf_counter()
     with pytest.raises(models.UnknownModelError, match="vit_small_patch16_224"):

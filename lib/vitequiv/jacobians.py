@@ -22,11 +22,13 @@ import math
 import numbers
 import warnings
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from . import jacobian_cache
 from .precision import float32_only
 from .tensors import Value, as_count, as_floats, as_image, model_device, model_dtype, model_hw
 
@@ -166,6 +168,7 @@ def _check_jacobian_memory(D: int, P: int, batch_size: int, x: Tensor, limit: in
 @float32_only
 def jacobian(
     model, x: Tensor, *, batch_size: int = 8, dtype: torch.dtype | None = None, max_bytes: int | None = None,
+    cache: bool | Literal["refresh"] = False,
 ) -> Tensor:
     """The (D, P) Jacobian of ``model.embed`` at one image ``x`` (1, 3, H, W), P = 3HW, rows = output dims.
 
@@ -175,12 +178,31 @@ def jacobian(
     against ``max_bytes`` (default: :func:`available_memory` on x's device, which respects cgroup and rlimit
     limits) and a :class:`JacobianMemoryError` says what to do instead. ``x`` may also be (3, H, W), a NumPy array,
     or of any float dtype: it is computed in ``dtype`` (on a cast copy of the model), else in the model's dtype.
+
+    ``cache=True`` reads the Jacobian from :mod:`vitequiv.jacobian_cache` (``data/cache/jacobians/``, keyed by the
+    model's weights and code and the image's bytes) when an earlier call stored it, else computes and stores it;
+    ``"refresh"`` always computes and stores (for a caller that times the computation). About 231 MB an entry at
+    224 px; models that cannot be digested are computed as without a cache.
     """
+    if not (isinstance(cache, bool) or (isinstance(cache, str) and cache == "refresh")):
+        raise ValueError(f"cache must be False, True or 'refresh', got {cache!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0):
         raise ValueError(f"max_bytes must be a non-negative integer or None, got {max_bytes!r}")
     model, x = model_input(model, x, dtype)
+    entry = jacobian_cache.key(model, x) if cache else None
+    stored = jacobian_cache.load(entry, x) if entry and cache is True else None
+    if stored is not None:
+        return stored
+    J = _full_jacobian(model, x, batch_size, max_bytes)
+    if entry:
+        jacobian_cache.save(entry, J)
+    return J
+
+
+def _full_jacobian(model, x: Tensor, batch_size: int, max_bytes: int | None) -> Tensor:
+    """:func:`jacobian`'s computation: memory check, one forward, batched backwards into a preallocated (D, P)."""
     limit = available_memory(x.device) if max_bytes is None else max_bytes
     P, width = x.numel(), getattr(model, "embed_dim", None)
     if isinstance(width, int):  # known before any forward pass: refuse at once

@@ -107,7 +107,20 @@ class BlockEmbedding(nn.Module):
     def __getattr__(self, name: str):  # mean, std, device, input_size of the wrapped model
         return forward_attribute(self, name)
 
+    @property
+    def is_model_embedding(self) -> bool:
+        """Whether this is exactly ``model.embed``: the last block of a model whose embedding is the normed CLS
+        token (a CLS-token pool, no projection, no extra head norm). Its :meth:`embed` then calls ``model.embed``,
+        and a cached Jacobian of the model serves it too (:mod:`vitequiv.jacobian_cache`)."""
+        backbone = self.model.backbone
+        return (self.block == self.depth - 1 and not self.model.projected
+                and getattr(backbone, "global_pool", None) == "token"
+                and isinstance(getattr(backbone, "fc_norm", None), nn.Identity)
+                and getattr(backbone, "attn_pool", None) is None)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if self.is_model_embedding:
+            return self.model.embed(x)  # (B, C), the same numbers by a shorter road
         return self.model.block_embeddings(x, [self.block])[0]  # (B, C)
 
     forward = embed

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from . import jacobian_cache
 from . import jacobians as jac
 from .lipschitz import directional_lipschitz, random_directions, sampled_lipschitz
 from .matching import Adam, StepRule, match_embeddings
@@ -162,7 +163,7 @@ class JacobianSummary:
 
 def jacobian_measurements(
     model, x: Tensor, *, method: str = "full", k: int = 16, eps: Sequence[float] = (1e-3,), n_random: int = 4,
-    seed: int = 0, batch_size: int = 16, lipschitz_dtype: torch.dtype | None = torch.float64,
+    seed: int = 0, batch_size: int = 16, lipschitz_dtype: torch.dtype | None = torch.float64, cache: bool = False,
 ) -> tuple[JacobianSummary, np.ndarray]:
     """Jacobian structure at one image ``x`` (1, 3, H, W); return the summary and the singular values.
 
@@ -170,7 +171,8 @@ def jacobian_measurements(
     and its complete spectrum; ``method="topk"``: only the top ``k`` singular triplets, matrix-free
     (:func:`vitequiv.top_spectrum`). The Lipschitz estimates run on a copy of the model cast to
     ``lipschitz_dtype`` (float64 by default: a float32 embedding cannot resolve the tiny changes along random
-    directions at small eps), over ``n_random`` seeded random directions.
+    directions at small eps), over ``n_random`` seeded random directions. ``cache``: the full Jacobian through
+    :mod:`vitequiv.jacobian_cache` (see :func:`vitequiv.jacobian`); ``seconds`` is NaN when it was read from there.
     """
     if method not in ("full", "topk"):
         raise ValueError(f"method must be 'full' or 'topk', got {method!r}")
@@ -178,14 +180,15 @@ def jacobian_measurements(
     start = time.perf_counter()
     with torch.no_grad():
         f_norm = float(torch.linalg.vector_norm(model.embed(x)[0]))
+    cached = method == "full" and cache and jacobian_cache.has(model, x)
     if method == "full":
-        spec = jac.spectrum(jac.jacobian(model, x, batch_size=batch_size), tuple(x.shape[1:]))
+        spec = jac.spectrum(jac.jacobian(model, x, batch_size=batch_size, cache=cache), tuple(x.shape[1:]))
         rank, null, entropy = spec.rank(), spec.null_fraction(), spec.entropy_rank()
     else:
         spec = jac.top_spectrum(model, x, k, seed=seed)
         rank, null, entropy = float("nan"), 1 - spec.U.shape[0] / spec.num_pixels, float("nan")
     s = spec.s.double().cpu().numpy()
-    seconds = time.perf_counter() - start
+    seconds = float("nan") if cached else time.perf_counter() - start
     top = spec.V[0].reshape(x.shape[1:])  # (3, H, W), unit length
     rand = random_directions(n_random, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)  # (n, 3, H, W)
     eps = tuple(float(e) for e in eps)
@@ -268,7 +271,7 @@ DISPLAY_NAMES: dict[str, str] = {
     "match.final_rel": "final residual", "match.final_linf": "final L-inf (1/255)",
     "match.final_psnr": "final PSNR (dB)", "match.final_steps": "steps used", "match.s_per_pair": "s per pair",
     "rank": "Jacobian rank", "null_fraction": "null fraction", "entropy_rank": "effective rank", "s_max": "s_max",
-    "s_max_rel": "s_max / |f(x)|", "s_ratio_10": "s_10 / s_1", "seconds": "Jacobian s",
+    "s_max_rel": "s_max / |f(x)|", "s_ratio_10": "s_10 / s_1", "seconds": "Jacobian s (nan: cached)",
 }
 
 
