@@ -299,6 +299,37 @@ def test_min_norm_batch_equals_singles(tiny_model):
         assert torch.allclose(alone.images[0], batch.images[i], atol=1e-6)
 
 
+@pytest.mark.parametrize("rule, prec", [("adam", "float32"), ("min-norm", "float32"), ("min-norm", "bfloat16")])
+def test_one_stop_cosine_per_pair_equals_each_run_alone(tiny_model, rule, prec):
+    """A stop-cosine sweep in one batch: the same pair at three cosines, each as if matched on its own."""
+    if prec == "bfloat16" and not precision.bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bfloat16")
+    src, tgt = images(1, 20).expand(3, -1, -1, -1), images(1, 21).expand(3, -1, -1, -1)
+    stops = np.array([0.7, 0.8, 0.9]) if rule == "adam" else np.array([0.5, 0.6, 0.7])
+    kwargs = dict(step_rule=Adam(lr=0.01) if rule == "adam" else rule, max_steps=60, precision=prec, progress=False)
+    batch = match_embeddings(tiny_model, src, tgt, stop_cos=stops, **kwargs)
+    assert isinstance(batch.stop_cos, np.ndarray) and (batch.stop_cos == stops).all()
+    if rule == "adam":  # stops at each pair's own goal
+        assert batch.converged.all() and (batch.final["cosine"] >= stops).all() and len(set(batch.steps)) == 3
+    else:  # min-norm's growth aims at each pair's own goal
+        assert (np.diff(batch.final["l2_255"]) > 0).all() and (batch.final["cosine"] > stops - 0.01).all()
+    assert (batch.final["cosine"] >= stops)[batch.converged].all()  # float32 (checked after bfloat16)
+    if prec == "bfloat16":
+        return  # bfloat16 kernels round differently at another batch size: no bit-equality with singles
+    for i, stop in enumerate(stops):
+        alone = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], stop_cos=float(stop), **kwargs)
+        assert alone.stop_cos == stop and alone.converged[0] == batch.converged[i]
+        assert alone.steps[0] == batch.steps[i] and alone.passes[0] == batch.passes[i]
+        assert torch.allclose(alone.images[0], batch.images[i], atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [[0.9, 0.95], [[0.9], [0.9]], [0.9, 1.2, 0.9], ["0.9"] * 3, "0.9", True,
+                                 np.array([0.9, np.nan, 0.9]), [True, False, True]])
+def test_stop_cos_is_one_cosine_or_one_per_pair(tiny_model, bad):
+    with pytest.raises(ValueError, match=r"stop_cos must be a cosine in \[-1, 1\], one per pair \(3\), or None"):
+        match_embeddings(tiny_model, images(3, 1), images(3, 2), stop_cos=bad, max_steps=1, progress=False)
+
+
 @pytest.mark.parametrize("rule", sorted(vitequiv.STEP_RULES))
 def test_gray_sources_stay_gray_in_every_rule(tiny_model, rule):
     gray = images(2, 30)[:, :1].expand(2, 3, 32, 32).contiguous()  # (2, 3, 32, 32), equal channels

@@ -81,7 +81,7 @@ class Progress:
     feasible: torch.Tensor  # (m,) bool: the pair meets the goal now (cosine >= goal, and stop_dist2 if set)
     step: int  # updates applied so far (0 on the first update)
     max_steps: int
-    goal: float | None  # the cosine the search aims for: stop_cos plus the precision's margin (None: no threshold)
+    goal: torch.Tensor | None  # (m,) the cosine each pair aims for: its stop_cos plus the precision's margin
 
 
 class StepRule:
@@ -282,7 +282,7 @@ class MinNorm(StepRule):
 
         u = progress.step / max(progress.max_steps, 1)  # fraction of the step cap used
         direction = grad if weights is None else grad / weights  # steepest descent in the metric
-        goal = 1.0 if progress.goal is None else progress.goal
+        goal = 1.0 if progress.goal is None else progress.goal.to(delta)  # (m,)
         gap = (goal - progress.cosine.to(delta)).clamp_min(0)  # (m,)
         now = norm(delta)  # (m,)
         to_go = now * (progress.step > 0) + self.beta(u) * gap / norm(direction)  # first-order distance left
@@ -402,7 +402,7 @@ class MatchResult:
     passes: np.ndarray  # (B,) int: forward+backward passes spent on each pair, all of them
     elapsed_s: float
     stopped_by: Literal["converged", "max_steps", "callback", "interrupted"]
-    stop_cos: float | None
+    stop_cos: float | np.ndarray | None  # as given: one cosine, or (B,) one per pair
     step_rule: str = ""
     quantized_cosine: np.ndarray | None = None  # (B,) float32 cosine of f(quantize_8bit(images)) to the target
     precision: str = "float32"  # what the model's forward ran in during the search ("float32" or "bfloat16")
@@ -528,7 +528,7 @@ class _Search:
     hi: torch.Tensor
     gray: torch.Tensor  # (B,) bool: keep the perturbation equal in the three channels
     budget: Budget | None
-    stop_cos: float | None
+    stop_cos: np.ndarray | None  # (B,) cosine each pair must reach, or None
     dist2: np.ndarray | None  # (B,) squared embedding distance to stay below, or None
     quantize: bool
     diverge_factor: float
@@ -554,11 +554,11 @@ class _Search:
         rounded = torch.minimum(torch.maximum((x * levels).round(), lo), hi) / levels  # (b, 3, H, W)
         return x + (rounded - x).detach()
 
-    def meets(self, cosine: np.ndarray, embed_l2: np.ndarray, pairs: np.ndarray, goal: float | None) -> np.ndarray:
-        """(b,) bool: these pairs meet the stop rule at cosine ``goal``."""
+    def meets(self, cosine: np.ndarray, embed_l2: np.ndarray, pairs: np.ndarray, goal: np.ndarray | None) -> np.ndarray:
+        """(b,) bool: these pairs meet the stop rule at cosine ``goal`` (B,) (every pair's; None: never)."""
         if goal is None:
             return np.zeros(len(pairs), dtype=bool)
-        ok = cosine >= goal
+        ok = cosine >= goal[pairs]
         return ok if self.dist2 is None else ok & (embed_l2**2 < self.dist2[pairs])
 
 
@@ -650,7 +650,7 @@ def _apply_step(search: _Search, running: np.ndarray, moving: np.ndarray, delta:
     search.x = _set_rows(search.x, update_index, xs)
 
 
-def _observe(search: _Search, running: np.ndarray, k: int, precision: Precision, goal: float | None,
+def _observe(search: _Search, running: np.ndarray, k: int, precision: Precision, goal: np.ndarray | None,
              with_grad: bool):
     """Evaluate the running pairs as history row k, keep what each returns, and check for divergence.
 
@@ -664,14 +664,15 @@ def _observe(search: _Search, running: np.ndarray, k: int, precision: Precision,
 
 
 def _advance(search: _Search, running: np.ndarray, moving: np.ndarray, delta: torch.Tensor, grad: torch.Tensor,
-             row: np.ndarray, feasible: np.ndarray, step: int, max_steps: int, goal: float | None) -> None:
+             row: np.ndarray, feasible: np.ndarray, step: int, max_steps: int, goal: np.ndarray | None) -> None:
     """The rule's update for the pairs at positions ``moving`` of ``running``, at ``step`` of its schedule."""
     progress = Progress(cosine=torch.as_tensor(row[1][moving], dtype=torch.float32),
-                        feasible=torch.as_tensor(feasible[moving]), step=step, max_steps=max_steps, goal=goal)
+                        feasible=torch.as_tensor(feasible[moving]), step=step, max_steps=max_steps,
+                        goal=None if goal is None else torch.as_tensor(goal[running[moving]], dtype=torch.float32))
     _apply_step(search, running, moving, delta, grad, progress)
 
 
-def _search(search: _Search, max_steps: int, goal: float | None, precision: Precision, bar,
+def _search(search: _Search, max_steps: int, goal: np.ndarray | None, precision: Precision, bar,
             callback: Callable[[int], bool | None] | None) -> str:
     """The main phase: step every running pair until it is done (met the goal, for rules that do not refine),
     the cap, or the callback says stop. Returns why it stopped."""
@@ -751,7 +752,7 @@ def match_embeddings(
     budget: Budget | None = None,
     box: Literal["unit", "source"] = "unit",
     max_steps: int = 300,
-    stop_cos: float | None = 0.99,
+    stop_cos: float | np.ndarray | None = 0.99,
     stop_dist2: float | np.ndarray | None = None,
     keep_gray: bool = True,
     quantize: bool | None = None,
@@ -765,11 +766,12 @@ def match_embeddings(
     ``targets``: target embeddings (B, D) or target images (B, 3, H, W). ``step_rule``: a :class:`StepRule` or
     its name in :data:`STEP_RULES`; None is the default, :class:`MinNorm` (the smallest change that reaches the
     threshold). After every step the perturbation is projected into ``budget`` (if any), then pixels into
-    ``box``. A pair meets the goal once cosine(f(x), f(x_tg)) >= ``stop_cos`` and, if ``stop_dist2`` is set (a
-    number, or one per pair), ||f(x) - f(x_tg)||^2 < ``stop_dist2``, as the authors required both (squared L2
-    below 1e-4 by default, 4 or 16 in examples; cosine above 0.96-0.99); ``stop_cos=None`` runs every pair for
-    ``max_steps``. A pair that meets the goal is frozen, unless its rule refines (min-norm): then it keeps
-    looking for a smaller change until the cap, and the smallest one that met the goal is returned.
+    ``box``. A pair meets the goal once cosine(f(x), f(x_tg)) >= ``stop_cos`` (a number, or one per pair: a sweep
+    of stop cosines runs as one batch) and, if ``stop_dist2`` is set (a number, or one per pair),
+    ||f(x) - f(x_tg)||^2 < ``stop_dist2``, as the authors required both (squared L2 below 1e-4 by default, 4 or 16
+    in examples; cosine above 0.96-0.99); ``stop_cos=None`` runs every pair for ``max_steps``. A pair that meets
+    the goal is frozen, unless its rule refines (min-norm): then it keeps looking for a smaller change until the
+    cap, and the smallest one that met the goal is returned.
 
     ``quantize`` (the default without a ``budget``): the model is shown each image rounded to 8 bits
     (straight-through gradient), so the returned images are 8-bit images that meet the goal as saved PNGs do.
@@ -789,14 +791,15 @@ def match_embeddings(
                                max_steps=max_steps, stop_cos=stop_cos, stop_dist2=stop_dist2, keep_gray=keep_gray,
                                quantize=quantize, diverge_factor=diverge_factor)
     precision = resolve_precision(precision, search.x0.device)
-    margin = bf16_margin(stop_cos) if stop_cos is not None and precision == "bfloat16" else 0.0
-    goal = None if stop_cos is None else min(stop_cos + margin, 1.0)
+    stop = search.stop_cos  # (B,) or None
+    reported_stop = stop if stop is None or np.ndim(stop_cos) else float(stop[0])  # as given: one, or one per pair
+    goal = None if stop is None else np.minimum(stop + (bf16_margin(stop) if precision == "bfloat16" else 0.0), 1.0)
 
     def result(stopped_by: str) -> MatchResult:
         return MatchResult(
             images=search.out, sources=search.x0, target_embeddings=search.target, history=search.history.view(),
             converged=search.converged.copy(), steps=search.steps.copy(), passes=search.passes.copy(),
-            elapsed_s=time.perf_counter() - start, stopped_by=stopped_by, stop_cos=stop_cos,
+            elapsed_s=time.perf_counter() - start, stopped_by=stopped_by, stop_cos=reported_stop,
             step_rule=repr(search.rule), precision=precision, quantized=search.quantize,
         )
 
@@ -821,11 +824,11 @@ def match_embeddings(
 BF16_COS_MARGIN = 2e-3  # bfloat16 searches aim bf16_margin(stop_cos) above stop_cos
 
 
-def bf16_margin(stop_cos: float) -> float:
-    """How far above ``stop_cos`` a bfloat16 search aims. bfloat16 perturbs the embedding by a small relative
-    error e, which moves the cosine by about e * sin(angle to the target) = e * sqrt(1 - cos^2): on the embedded
-    model its error was about 1e-4 at cosine 0.99 and 8e-4 at 0.95."""
-    return BF16_COS_MARGIN * math.sqrt(max(1 - stop_cos**2, 0.0))
+def bf16_margin(stop_cos: float | np.ndarray) -> float | np.ndarray:
+    """How far above ``stop_cos`` (a number or one per pair) a bfloat16 search aims. bfloat16 perturbs the
+    embedding by a small relative error e, which moves the cosine by about e * sin(angle to the target)
+    = e * sqrt(1 - cos^2): on the embedded model its error was about 1e-4 at cosine 0.99 and 8e-4 at 0.95."""
+    return BF16_COS_MARGIN * np.sqrt(np.maximum(1 - np.square(stop_cos), 0.0))
 
 
 def _start(model, sources, targets, *, step_rule, budget, box, max_steps, stop_cos, stop_dist2, keep_gray,
@@ -834,9 +837,6 @@ def _start(model, sources, targets, *, step_rule, budget, box, max_steps, stop_c
     sources = as_images(sources, "sources", dtype=model_dtype(model), hw=model_hw(model))  # (B, 3, H, W)
     _positive("max_steps", max_steps, integer=True, allow_zero=True)
     _positive("diverge_factor", diverge_factor)
-    if stop_cos is not None and (isinstance(stop_cos, bool) or not isinstance(stop_cos, numbers.Real)
-                                 or not -1 <= stop_cos <= 1):
-        raise ValueError(f"stop_cos must be a cosine in [-1, 1] or None, got {stop_cos!r}")
     if budget is not None and not isinstance(budget, Budget):
         raise TypeError(f"budget must be a LinfBall, an L2Ball or None, got {budget!r}")
     if quantize is None:
@@ -851,13 +851,34 @@ def _start(model, sources, targets, *, step_rule, budget, box, max_steps, stop_c
     lo, hi = _box(x0, box)  # each (B, 1, 1, 1)
     gray = gray_pairs(x0) if keep_gray else torch.zeros(pairs, dtype=torch.bool, device=device)  # (B,)
     search = _Search(
-        model=model, rule=rule, x0=x0, target=target, lo=lo, hi=hi, gray=gray, budget=budget, stop_cos=stop_cos,
-        dist2=_stop_dist2(stop_dist2, pairs), quantize=quantize, diverge_factor=diverge_factor,
+        model=model, rule=rule, x0=x0, target=target, lo=lo, hi=hi, gray=gray, budget=budget,
+        stop_cos=_stop_cos(stop_cos, pairs), dist2=_stop_dist2(stop_dist2, pairs), quantize=quantize,
+        diverge_factor=diverge_factor,
         x=x0, state=rule.init_state(x0), out=x0, out_x=x0, out_l2=np.full(pairs, np.inf),
         active=np.ones(pairs, dtype=bool), converged=np.zeros(pairs, dtype=bool), steps=np.zeros(pairs, dtype=np.int64),
         passes=np.zeros(pairs, dtype=np.int64), history=_History(pairs), initial_loss=np.full(pairs, np.nan),
     )
     return search
+
+
+def _stop_cos(stop_cos, pairs: int) -> np.ndarray | None:
+    """``stop_cos`` as (B,) cosines in [-1, 1], or None."""
+    if stop_cos is None:
+        return None
+    bad = ValueError(f"stop_cos must be a cosine in [-1, 1], one per pair ({pairs}), or None, got {stop_cos!r}")
+    if isinstance(stop_cos, (bool, str, bytes, np.bool_)):
+        raise bad
+    try:
+        values = (stop_cos.detach().double().cpu().numpy() if isinstance(stop_cos, torch.Tensor)
+                  else np.asarray(stop_cos))
+    except (TypeError, ValueError, RuntimeError):
+        raise bad from None
+    if values.dtype.kind not in "iuf" or values.ndim > 1 or (values.ndim == 1 and len(values) != pairs):
+        raise bad
+    values = values.astype(float)
+    if not (np.isfinite(values).all() and (np.abs(values) <= 1).all()):
+        raise bad
+    return np.broadcast_to(values, (pairs,)).copy()
 
 
 def _stop_dist2(stop_dist2, pairs: int) -> np.ndarray | None:
