@@ -139,6 +139,24 @@ def test_executed_notebooks_are_saved_whole(tmp_path, monkeypatch):
     assert target.read_text() == "first" and files_under(tmp_path) == ["nb.ipynb"]
 
 
+@pytest.mark.parametrize("own", [None, "65536"])
+def test_kernels_get_the_allocator_settings_unless_the_user_set_them(tmp_path, monkeypatch, own):
+    if own is None:
+        monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    else:
+        monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", own)
+    expected = {**execute.KERNEL_MALLOC, **({"MALLOC_TRIM_THRESHOLD_": own} if own else {})}
+    notebook = tmp_path / "env.ipynb"
+    body = "import os, pathlib\npathlib.Path(OUT).write_text(repr({k: os.environ.get(k) for k in KEYS}))"
+    make_notebook(notebook, body, "OUT = ''  # where\nKEYS = []  # which")
+    env = execute.kernel_environment("env", "run", "smoke", tmp_path)
+    status, error = execute.execute(notebook, tmp_path / "executed.ipynb",
+                                    {"OUT": str(tmp_path / "seen.txt"), "KEYS": sorted(expected)}, env, tmp_path)
+    assert status == records.RunStatus.OK, error
+    assert eval((tmp_path / "seen.txt").read_text()) == expected
+    assert os.environ.get("MALLOC_TRIM_THRESHOLD_") == own  # the runner's own process is left as it was
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A 512 KiB tmpfs mounted for the test (needs root and mount privileges; skipped without)."""

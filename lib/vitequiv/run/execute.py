@@ -125,10 +125,18 @@ def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
         apply(old)
 
 
+# glibc's malloc for the kernels: keep freed blocks up to 32 MB in the heap and the heap's top up to 1 GB, instead
+# of handing every step's activations back to the OS and faulting them in again. Measured on the embedded model
+# (2-core CPU): a bfloat16 matching step of 6 pairs 0.282 -> 0.261 s, page faults 180k -> 8k per 10 steps; a
+# 224 px Jacobian 3 % faster; peak memory unchanged. A value the user has set wins; other allocators ignore them.
+KERNEL_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
+
 def kernel_environment(stem: str, run_id: str, profile_name: str, figures_root: Path) -> dict[str, str | None]:
-    """What the runner tells a notebook's kernel: where to write, and that the runner runs it."""
+    """What the runner tells a notebook's kernel: where to write, that the runner runs it, and how to allocate."""
     return {"VITEQUIV_FIGURES": str(figures_root), "VITEQUIV_RUN": run_id, "VITEQUIV_PROFILE": profile_name,
-            "VITEQUIV_NOTEBOOK": stem, "MPLBACKEND": None}  # with Agg, executed notebooks would hold no images
+            "VITEQUIV_NOTEBOOK": stem, "MPLBACKEND": None,  # with Agg, executed notebooks would hold no images
+            **{key: os.environ.get(key, value) for key, value in KERNEL_MALLOC.items()}}
 
 
 def execute(notebook: Path, executed: Path, params: dict, env: Mapping[str, str | None],
