@@ -21,6 +21,28 @@ def tiny_model() -> vitequiv.EmbeddingModel:
     return vitequiv.load_model("random:vit_tiny_patch16_224", img_size=32, depth=2, device="cpu")
 
 
+class OneByOne:
+    """A model that embeds each image of a batch on its own: a batch's embeddings are then bit for bit those of its
+    images run singly. Tests that compare a batch with single runs need it, since a CPU's float32 matrix kernels
+    may round differently at another batch size (an AMD EPYC's do, by about 1e-6, which 8-bit rounding can turn
+    into a pixel step; an AMX Intel's did not)."""
+
+    def __init__(self, model: vitequiv.EmbeddingModel) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.model.embed(image[None]) for image in x])  # (B, D)
+
+
+@pytest.fixture(scope="session")
+def tiny_one_by_one(tiny_model) -> OneByOne:
+    """The tiny model, one image at a time: for batch-versus-single comparisons that must hold on any CPU."""
+    return OneByOne(tiny_model)
+
+
 @pytest.fixture(scope="session")
 def tiny_x() -> torch.Tensor:
     """One fixed random image (1, 3, 32, 32) in [0, 1] for the tiny model."""

@@ -125,27 +125,27 @@ def test_step_rules_first_step_sizes():
     assert torch.allclose((adam.images - src).abs().amax(), torch.tensor(1e-3), atol=1e-6)
 
 
-def test_batch_equals_singles(tiny_model):
+def test_batch_equals_singles(tiny_one_by_one):
     """Pairs converge at different steps; the batch (with freezing) must reproduce each pair run alone."""
     src, tgt = images(3, 10), images(3, 11)
     kwargs = dict(step_rule=Adam(lr=0.01), stop_cos=0.97, max_steps=60, precision="float32", progress=False)
-    batch = match_embeddings(tiny_model, src, tgt, **kwargs)
+    batch = match_embeddings(tiny_one_by_one, src, tgt, **kwargs)
     assert len(set(batch.steps.tolist())) > 1, "pairs should stop at different steps for this test to bite"
-    _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs)
+    _assert_same_as_singles(tiny_one_by_one, src, tgt, batch, kwargs)
 
 
-def test_batch_equals_singles_for_loss_scale_sensitive_rule(tiny_model):
+def test_batch_equals_singles_for_loss_scale_sensitive_rule(tiny_one_by_one):
     """Plain descent sees the loss scale: per-pair losses must be summed, not averaged, over the batch."""
     src, tgt = images(3, 10), images(3, 11)
     kwargs = dict(step_rule=PaperGD(lr=200.0), max_steps=5, precision="float32", quantize=False, progress=False)
-    batch = match_embeddings(tiny_model, src, tgt, **kwargs)
+    batch = match_embeddings(tiny_one_by_one, src, tgt, **kwargs)
     assert (batch.final["linf_255"] > 1).all()  # the images did move
-    _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs)
+    _assert_same_as_singles(tiny_one_by_one, src, tgt, batch, kwargs)
 
 
-def _assert_same_as_singles(tiny_model, src, tgt, batch, kwargs):
+def _assert_same_as_singles(model, src, tgt, batch, kwargs):
     for i in range(3):
-        single = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], **kwargs)
+        single = match_embeddings(model, src[i:i + 1], tgt[i:i + 1], **kwargs)
         assert single.steps[0] == batch.steps[i]
         assert torch.allclose(single.images[0], batch.images[i], atol=1e-5, rtol=0)
         n = single.steps[0] + 1
@@ -289,25 +289,26 @@ def test_min_norm_matches_wherever_adam_does_with_no_larger_change(tiny_model):
     assert (ours_l2[both] <= adam_l2[both]).all(), (ours_l2, adam_l2)
 
 
-def test_min_norm_batch_equals_singles(tiny_model):
+def test_min_norm_batch_equals_singles(tiny_one_by_one):
     src, tgt = images(3, 20), images(3, 21)
-    batch = match_embeddings(tiny_model, src, tgt, max_steps=40, precision="float32", progress=False)
+    batch = match_embeddings(tiny_one_by_one, src, tgt, max_steps=40, precision="float32", progress=False)
     for i in range(3):
-        alone = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], max_steps=40, precision="float32",
+        alone = match_embeddings(tiny_one_by_one, src[i:i + 1], tgt[i:i + 1], max_steps=40, precision="float32",
                                  progress=False)
         assert alone.steps[0] == batch.steps[i] and alone.passes[0] == batch.passes[i]
         assert torch.allclose(alone.images[0], batch.images[i], atol=1e-6)
 
 
 @pytest.mark.parametrize("rule, prec", [("adam", "float32"), ("min-norm", "float32"), ("min-norm", "bfloat16")])
-def test_one_stop_cosine_per_pair_equals_each_run_alone(tiny_model, rule, prec):
+def test_one_stop_cosine_per_pair_equals_each_run_alone(tiny_model, tiny_one_by_one, rule, prec):
     """A stop-cosine sweep in one batch: the same pair at three cosines, each as if matched on its own."""
     if prec == "bfloat16" and not precision.bf16_supported("cpu"):
         pytest.skip("this CPU has no native bfloat16")
+    model = tiny_one_by_one if prec == "float32" else tiny_model  # float32: a batch is bitwise its single runs
     src, tgt = images(1, 20).expand(3, -1, -1, -1), images(1, 21).expand(3, -1, -1, -1)
     stops = np.array([0.7, 0.8, 0.9]) if rule == "adam" else np.array([0.5, 0.6, 0.7])
     kwargs = dict(step_rule=Adam(lr=0.01) if rule == "adam" else rule, max_steps=60, precision=prec, progress=False)
-    batch = match_embeddings(tiny_model, src, tgt, stop_cos=stops, **kwargs)
+    batch = match_embeddings(model, src, tgt, stop_cos=stops, **kwargs)
     assert isinstance(batch.stop_cos, np.ndarray) and (batch.stop_cos == stops).all()
     if rule == "adam":  # stops at each pair's own goal
         assert batch.converged.all() and (batch.final["cosine"] >= stops).all() and len(set(batch.steps)) == 3
@@ -317,7 +318,7 @@ def test_one_stop_cosine_per_pair_equals_each_run_alone(tiny_model, rule, prec):
     if prec == "bfloat16":
         return  # bfloat16 kernels round differently at another batch size: no bit-equality with singles
     for i, stop in enumerate(stops):
-        alone = match_embeddings(tiny_model, src[i:i + 1], tgt[i:i + 1], stop_cos=float(stop), **kwargs)
+        alone = match_embeddings(model, src[i:i + 1], tgt[i:i + 1], stop_cos=float(stop), **kwargs)
         assert alone.stop_cos == stop and alone.converged[0] == batch.converged[i]
         assert alone.steps[0] == batch.steps[i] and alone.passes[0] == batch.passes[i]
         assert torch.allclose(alone.images[0], batch.images[i], atol=1e-6)
@@ -449,7 +450,12 @@ def test_settling_that_fails_keeps_the_image_the_search_found(tiny_model, monkey
 
 
 def test_float32_reproduces_the_matcher_before_mixed_precision(tiny_model):
-    """Recorded with the matcher as it was before refinement, 8-bit rounding and bfloat16 (tests/data)."""
+    """Recorded with the matcher as it was before refinement, 8-bit rounding and bfloat16 (tests/data).
+
+    Bit for bit on the CPU that recorded it (an AMX Intel); another CPU's float32 kernels round differently (an AMD
+    EPYC's: cosines within 3e-7, lengths within 3e-7 relative), so the check allows float32 rounding and no more:
+    Adam's eps 1e-8 -> 1e-7 moves them 10x further and fails it.
+    """
     golden = json.loads(GOLDEN.read_text())
     plain = dict(max_steps=40, quantize=False, precision="float32", progress=False)
     runs = {
@@ -460,9 +466,10 @@ def test_float32_reproduces_the_matcher_before_mixed_precision(tiny_model):
     for name, result in runs.items():
         expected = golden[name]
         assert result.steps.tolist() == expected["steps"], name
-        assert np.array_equal(result.history["cosine"], np.array(expected["cosine"]), equal_nan=True), name
-        assert np.array_equal(result.history["l2_255"], np.array(expected["l2_255"]), equal_nan=True), name
-        assert float(result.images.double().sum()) == expected["image_sum"], name
+        cosine, l2 = (np.array(expected[key], dtype=float) for key in ("cosine", "l2_255"))  # (T, 2)
+        np.testing.assert_allclose(result.history["cosine"], cosine, rtol=0, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(result.history["l2_255"], l2, rtol=2e-6, atol=0, err_msg=name)
+        assert float(result.images.double().sum()) == pytest.approx(expected["image_sum"], rel=0, abs=1e-4), name
 
 
 def test_auto_is_float32_where_bfloat16_is_missing(monkeypatch):
