@@ -1,8 +1,9 @@
 """Mixed precision: run a model's forward under bfloat16 autocast where the hardware does bfloat16 natively.
 
-Matching spends almost all its time in forward+backward passes of the ViT. CPUs with AVX512-BF16/AMX and current
-GPUs run bfloat16 matrix products at about twice the float32 rate (measured here: 0.45-0.55x the float32 time per
-pass, gradient cosine 0.9995 to float32). Autocast keeps what is sensitive in float32 (layer norms, softmax
+Matching spends almost all its time in forward+backward passes of the ViT. CPUs with AMX and current GPUs run
+bfloat16 matrix products at about twice the float32 rate (measured on a 2-core AMX Intel: 0.45-0.55x the float32
+time per pass, gradient cosine 0.9995 to float32); a CPU with AVX512-BF16 alone gains less (a 2-core AMD EPYC:
+0.67x), still enough to use it. Autocast keeps what is sensitive in float32 (layer norms, softmax
 statistics, the loss computed from ``emb.float()``), and the pixels, the perturbation and the step rule's state
 never leave float32: only the model's matrix products change.
 
