@@ -23,9 +23,9 @@ def tiny_model() -> vitequiv.EmbeddingModel:
 
 class OneByOne:
     """A model that embeds each image of a batch on its own: a batch's embeddings are then bit for bit those of its
-    images run singly. Tests that compare a batch with single runs need it, since a CPU's float32 matrix kernels
-    may round differently at another batch size (an AMD EPYC's do, by about 1e-6, which 8-bit rounding can turn
-    into a pixel step; an AMX Intel's did not)."""
+    images run singly. Tests that compare a batch with single runs need it, since a CPU's matrix kernels (float32
+    and bfloat16) may round differently at another batch size (an AMD EPYC's float32 ones do, by about 1e-6, which
+    8-bit rounding can turn into a pixel step; an AMX Intel's did not)."""
 
     def __init__(self, model: vitequiv.EmbeddingModel) -> None:
         self.model = model

@@ -300,25 +300,22 @@ def test_min_norm_batch_equals_singles(tiny_one_by_one):
 
 
 @pytest.mark.parametrize("rule, prec", [("adam", "float32"), ("min-norm", "float32"), ("min-norm", "bfloat16")])
-def test_one_stop_cosine_per_pair_equals_each_run_alone(tiny_model, tiny_one_by_one, rule, prec):
+def test_one_stop_cosine_per_pair_equals_each_run_alone(tiny_one_by_one, rule, prec):
     """A stop-cosine sweep in one batch: the same pair at three cosines, each as if matched on its own."""
     if prec == "bfloat16" and not precision.bf16_supported("cpu"):
         pytest.skip("this CPU has no native bfloat16")
-    model = tiny_one_by_one if prec == "float32" else tiny_model  # float32: a batch is bitwise its single runs
     src, tgt = images(1, 20).expand(3, -1, -1, -1), images(1, 21).expand(3, -1, -1, -1)
     stops = np.array([0.7, 0.8, 0.9]) if rule == "adam" else np.array([0.5, 0.6, 0.7])
     kwargs = dict(step_rule=Adam(lr=0.01) if rule == "adam" else rule, max_steps=60, precision=prec, progress=False)
-    batch = match_embeddings(model, src, tgt, stop_cos=stops, **kwargs)
+    batch = match_embeddings(tiny_one_by_one, src, tgt, stop_cos=stops, **kwargs)
     assert isinstance(batch.stop_cos, np.ndarray) and (batch.stop_cos == stops).all()
     if rule == "adam":  # stops at each pair's own goal
         assert batch.converged.all() and (batch.final["cosine"] >= stops).all() and len(set(batch.steps)) == 3
     else:  # min-norm's growth aims at each pair's own goal
         assert (np.diff(batch.final["l2_255"]) > 0).all() and (batch.final["cosine"] > stops - 0.01).all()
     assert (batch.final["cosine"] >= stops)[batch.converged].all()  # float32 (checked after bfloat16)
-    if prec == "bfloat16":
-        return  # bfloat16 kernels round differently at another batch size: no bit-equality with singles
     for i, stop in enumerate(stops):
-        alone = match_embeddings(model, src[i:i + 1], tgt[i:i + 1], stop_cos=float(stop), **kwargs)
+        alone = match_embeddings(tiny_one_by_one, src[i:i + 1], tgt[i:i + 1], stop_cos=float(stop), **kwargs)
         assert alone.stop_cos == stop and alone.converged[0] == batch.converged[i]
         assert alone.steps[0] == batch.steps[i] and alone.passes[0] == batch.passes[i]
         assert torch.allclose(alone.images[0], batch.images[i], atol=1e-6)
@@ -453,8 +450,8 @@ def test_float32_reproduces_the_matcher_before_mixed_precision(tiny_model):
     """Recorded with the matcher as it was before refinement, 8-bit rounding and bfloat16 (tests/data).
 
     Bit for bit on the CPU that recorded it (an AMX Intel); another CPU's float32 kernels round differently (an AMD
-    EPYC's: cosines within 3e-7, lengths within 3e-7 relative), so the check allows float32 rounding and no more:
-    Adam's eps 1e-8 -> 1e-7 moves them 10x further and fails it.
+    EPYC's: cosines within 3e-7, lengths within 1e-6 relative), so the check allows float32 rounding and no more:
+    Adam's eps 1e-8 -> 1e-7 moves the cosines 10x further (3e-6) and the lengths 20x (2e-5) and fails it.
     """
     golden = json.loads(GOLDEN.read_text())
     plain = dict(max_steps=40, quantize=False, precision="float32", progress=False)
@@ -468,7 +465,7 @@ def test_float32_reproduces_the_matcher_before_mixed_precision(tiny_model):
         assert result.steps.tolist() == expected["steps"], name
         cosine, l2 = (np.array(expected[key], dtype=float) for key in ("cosine", "l2_255"))  # (T, 2)
         np.testing.assert_allclose(result.history["cosine"], cosine, rtol=0, atol=1e-6, err_msg=name)
-        np.testing.assert_allclose(result.history["l2_255"], l2, rtol=2e-6, atol=0, err_msg=name)
+        np.testing.assert_allclose(result.history["l2_255"], l2, rtol=5e-6, atol=0, err_msg=name)
         assert float(result.images.double().sum()) == pytest.approx(expected["image_sum"], rel=0, abs=1e-4), name
 
 
