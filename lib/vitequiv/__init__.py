@@ -5,6 +5,7 @@ is in ``lib/vitequiv/README.md``.
 """
 from . import (
     assignments,
+    claims,
     clip,
     detection,
     downstream,
@@ -21,6 +22,7 @@ from . import (
     structure,
     systematic,
 )
+from .claims import Claim
 from .clip import ZeroShotCLIP, ZeroShotUnavailableError
 from .detection import EOTModel
 from .downstream import KNN, ClassHead, LinearProbe
@@ -55,8 +57,8 @@ from .weights import WeightsUnavailableError
 
 __all__ = [
     # modules
-    "assignments", "clip", "detection", "downstream", "figures", "hub", "images", "jacobians", "linearity",
-    "lipschitz", "matching", "metrics", "models", "paths", "structure", "systematic",
+    "assignments", "claims", "clip", "detection", "downstream", "figures", "hub", "images", "jacobians",
+    "linearity", "lipschitz", "matching", "metrics", "models", "paths", "structure", "systematic",
     # models and images
     "load_model", "EmbeddingModel", "UnknownModelError", "WeightsUnavailableError", "embed_batched", "BlockEmbedding",
     "load_images", "ImageSet", "ImageLoadError", "LabeledSet", "labeled_set", "view_set", "lfw_faces",
@@ -73,5 +75,6 @@ __all__ = [
     # metrics
     "cosine", "cosine_matrix", "psnr", "ssim", "l1_255", "l2_255", "linf_255", "quantize_8bit",
     # figures, runs
-    "Output", "verdict", "use_style", "image_grid", "amplify", "seed_everything", "library_versions", "__version__",
+    "Output", "Claim", "verdict", "use_style", "image_grid", "amplify", "seed_everything", "library_versions",
+    "__version__",
 ]

@@ -1,7 +1,7 @@
 """One look for every figure, and one way for a notebook to save its figures, tables and claims.
 
 A notebook opens ``out = vq.Output("01_embedding_matching", globals())``, then calls ``out.figure(fig, name,
-caption)``, ``out.table(frame, name, caption)`` and ``out.claim(claim, paper, ours, verdict)``: PNG (for reading)
+caption)``, ``out.table(frame, name, caption)`` and ``out.claim(vq.Claim(...))``: PNG (for reading)
 and PDF (for papers), CSV and Markdown, each written atomically, and a ``manifest.json`` that records every call
 beside the profile, the parameters (the notebook's UPPER_CASE names with JSON values) and the library versions
 that made them.
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .claims import Claim
 from .environment import library_versions, now
 from .paths import atomic_path, figures_dir, remove_stale_parts, remove_tree, scratch_dir
 from .version import __version__
@@ -207,13 +208,36 @@ class Output:
         self._record("tables", name, {"files": [f"{name}.csv", f"{name}.md"], "caption": caption})
         return self.dir / f"{name}.md"
 
-    def claim(self, claim: str, paper: str, ours: str, verdict: str) -> None:
-        """One row of the reproduction summary: the paper's claim and evidence, our measurement, a verdict."""
-        if verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-        self._record("claims", claim, {"paper": paper, "ours": ours, "verdict": verdict})
+    def claim(self, claim: Claim, *legacy: Any, **legacy_keywords: Any) -> Claim:
+        """Record a claim (``vq.Claim``: statement, paper's evidence, our measurement, evidence, threshold) in the
+        manifest under its statement, with its verdict by rule; return it, so that a cell shows it."""
+        if legacy or legacy_keywords or not isinstance(claim, Claim):
+            raise TypeError(
+                "out.claim(...) takes one vq.Claim: a claim needs its evidence (n and a 95 % interval, from "
+                "vq.claims.median, mean, proportion or exact) and a threshold fixed before the run, e.g. "
+                "out.claim(vq.Claim(statement, paper, ours, evidence=vq.claims.proportion(flags), threshold=0.95, "
+                "direction='>=')); the old form out.claim(claim, paper, ours, verdict) is gone (issue 29)")
+        self._record("claims", claim.statement, claim.to_record())
+        return claim
 
     def claims_table(self) -> pd.DataFrame:
-        """The claims recorded so far, in order: columns claim, paper, ours, verdict."""
-        rows = [{"claim": claim, **entry} for claim, entry in self.manifest["claims"].items()]
-        return pd.DataFrame(rows, columns=["claim", "paper", "ours", "verdict"])
+        """The claims recorded so far, in order: columns claim, paper, ours, n, value, interval, threshold, verdict.
+
+        ``value`` is the estimate, ``interval`` its 95 % interval as ``"[low, high]"`` (``"exact"`` without sampling
+        uncertainty), ``threshold`` with its direction (``">= 0.95"``); ``"-"`` where a claim has no such field.
+        """
+        rows = [{"claim": claim, "paper": entry.get("paper", ""), "ours": entry.get("ours", ""),
+                 **claim_columns(entry), "verdict": entry.get("verdict", "")}
+                for claim, entry in self.manifest["claims"].items()]
+        return pd.DataFrame(rows, columns=["claim", "paper", "ours", "n", "value", "interval", "threshold", "verdict"])
+
+
+def claim_columns(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded claim's n, value, interval and threshold for a table (``"-"`` where the record has none)."""
+    value, low, high = entry.get("value"), entry.get("low"), entry.get("high")
+    interval = ("exact" if entry.get("statistic") == "exact" else
+                "-" if low is None or high is None else f"[{low:.3g}, {high:.3g}]")
+    threshold = entry.get("threshold")
+    return {"n": entry.get("n") if entry.get("n") is not None else "-",
+            "value": value if value is not None else "-", "interval": interval,
+            "threshold": "-" if threshold is None else f"{entry.get('direction', '>=')} {threshold:g}"}
