@@ -1,10 +1,11 @@
 """One look for every figure, and one way for a notebook to save its figures, tables and claims.
 
 A notebook opens ``out = vq.Output("01_embedding_matching", globals())``, then calls ``out.figure(fig, name,
-caption)``, ``out.table(frame, name, caption)`` and ``out.claim(vq.Claim(...))``: PNG (for reading)
-and PDF (for papers), CSV and Markdown, each written atomically, and a ``manifest.json`` that records every call
-beside the profile, the parameters (the notebook's UPPER_CASE names with JSON values) and the library versions
-that made them.
+caption)``, ``out.flicker(source, match, name, caption)``, ``out.table(frame, name, caption)`` and
+``out.claim(vq.Claim(...))``: PNG (for reading) and PDF (for papers), an animated PNG (the
+reader's flicker test), CSV and Markdown, each written atomically, and a ``manifest.json`` that records every
+call beside the profile, the parameters (the notebook's UPPER_CASE names with JSON values) and the library
+versions that made them.
 
 Where the files go: a run by the runner (``python -m vitequiv.runner``, which sets ``VITEQUIV_RUN``) writes into
 its staging folder, which the runner publishes as ``figures/<notebook>/`` once the notebook has finished. Any
@@ -16,6 +17,7 @@ The index of what the runner published (``figures/README.md``, ``index.json``) i
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -30,7 +32,9 @@ import torch
 
 from .claims import Claim
 from .environment import library_versions, now
+from .metrics import quantize_8bit
 from .paths import atomic_path, figures_dir, remove_stale_parts, remove_tree, scratch_dir
+from .tensors import as_image
 from .version import __version__
 
 STYLE = {
@@ -98,6 +102,77 @@ def image_grid(
     return fig
 
 
+def pixels_8bit(image: torch.Tensor) -> np.ndarray:
+    """One image (3, H, W) or (1, 3, H, W) in [0, 1] -> its exact 8-bit pixels (H, W, 3) uint8, as a PNG keeps them."""
+    levels = quantize_8bit(image.detach().float().cpu()) * 255  # (1, 3, H, W), whole numbers
+    return levels[0].permute(1, 2, 0).round().to(torch.uint8).numpy()  # (H, W, 3)
+
+
+def zoom_nearest(pixels: np.ndarray, zoom: int) -> np.ndarray:
+    """Pixels (H, W, C) enlarged ``zoom`` times by repeating each one (nearest neighbor: no new values)."""
+    return pixels.repeat(zoom, axis=0).repeat(zoom, axis=1)  # (zoom H, zoom W, C)
+
+
+def png_8bit(image: torch.Tensor, zoom: int = 1) -> bytes:
+    """One image in [0, 1] as lossless PNG bytes of its 8-bit pixels, ``zoom`` times enlarged (nearest neighbor)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(zoom_nearest(pixels_8bit(image), zoom)).save(buffer, format="png")
+    return buffer.getvalue()
+
+
+FLICKER_GAP = 8  # pixels between the zoomed copies
+FLICKER_LABEL_HEIGHT = 16  # the strip above the images that says which one is shown
+FLICKER_BACKGROUND = (255, 255, 255)
+
+
+def flicker_frame(pixels: np.ndarray, label: str, zooms: Sequence[int]) -> np.ndarray:
+    """One frame of a flicker: ``label`` in a strip on top, below it ``pixels`` (H, W, 3) at each zoom, left to
+    right, top-aligned, every copy's pixels exact."""
+    from PIL import Image, ImageDraw
+
+    h, w = pixels.shape[:2]
+    width = sum(z * w for z in zooms) + FLICKER_GAP * (len(zooms) - 1)
+    frame = Image.new("RGB", (width, FLICKER_LABEL_HEIGHT + max(zooms) * h), FLICKER_BACKGROUND)
+    ImageDraw.Draw(frame).text((2, 2), f"{label} ({', '.join(f'{z}x' for z in zooms)})", fill=(0, 0, 0))
+    canvas = np.array(frame)  # (label + max zoom H, width, 3)
+    left = 0
+    for z in zooms:
+        canvas[FLICKER_LABEL_HEIGHT:FLICKER_LABEL_HEIGHT + z * h, left:left + z * w] = zoom_nearest(pixels, z)
+        left += z * w + FLICKER_GAP
+    return canvas
+
+
+def flicker(
+    source: torch.Tensor | np.ndarray, match: torch.Tensor | np.ndarray, *,
+    labels: tuple[str, str] = ("source", "matched"), zooms: Sequence[int] = (1, 2), interval_ms: int = 600,
+) -> bytes:
+    """An animated PNG (APNG, lossless) that alternates ``source`` and ``match`` forever, ``interval_ms`` each,
+    each frame showing its image at every zoom (nearest neighbor) under a label saying which it is.
+
+    The reader's own test of "visually indistinguishable": flicking between two images, enlarged, is how people
+    find differences. Pixels are the exact 8-bit values (images in [0, 1] rounded as a PNG keeps them); GIF would
+    not do, its 256-color palette changes the very pixels being compared.
+    """
+    from PIL import Image
+
+    a = as_image(source, "source")  # (1, 3, H, W)
+    b = as_image(match, "match")  # (1, 3, H, W)
+    if a.shape != b.shape:
+        raise ValueError(f"source and match must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if len(labels) != 2 or labels[0] == labels[1]:
+        raise ValueError(f"labels must be two different texts (which image is shown), got {labels!r}")
+    if not zooms or any(isinstance(z, bool) or not isinstance(z, int) or z < 1 for z in zooms):
+        raise ValueError(f"zooms must be whole numbers >= 1, got {zooms!r}")
+    if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms < 20:
+        raise ValueError(f"interval_ms must be a whole number of milliseconds >= 20, got {interval_ms!r}")
+    frames = [Image.fromarray(flicker_frame(pixels_8bit(x), label, zooms)) for x, label in zip((a, b), labels)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="png", save_all=True, append_images=frames[1:], duration=interval_ms, loop=0)
+    return buffer.getvalue()
+
+
 INTERACTIVE = "interactive"  # the profile of a run that no profile parameterized (JupyterLab, plain Python)
 PARAMETER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _NOTEBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -122,6 +197,15 @@ def notebook_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
         except (TypeError, ValueError, OverflowError, RecursionError):
             continue  # tensors, models, NaN: not parameters
     return parameters
+
+
+def show_png(data: bytes) -> None:
+    """Display PNG bytes as they are (an animated PNG stays animated) where IPython runs; nothing elsewhere."""
+    from IPython import get_ipython
+    from IPython.display import Image, display
+
+    if get_ipython() is not None:
+        display(Image(data=data, format="png"))
 
 
 class Output:
@@ -198,6 +282,16 @@ class Output:
             paths[ext] = self.dir / f"{name}.{ext}"
         self._record("figures", name, {"files": [p.name for p in paths.values()], "caption": caption})
         return paths["png"]
+
+    def flicker(self, source: torch.Tensor, match: torch.Tensor, name: str, caption: str, **options: Any) -> Path:
+        """Save :func:`flicker` of the two images as ``<name>.png`` (an animated PNG), record it as a figure and show
+        it in the notebook; return its path. ``options`` go to :func:`flicker` (labels, zooms, interval_ms)."""
+        data = flicker(source, match, **options)
+        with atomic_path(self.dir / f"{name}.png") as tmp:
+            tmp.write_bytes(data)
+        self._record("figures", name, {"files": [f"{name}.png"], "caption": caption})
+        show_png(data)
+        return self.dir / f"{name}.png"
 
     def table(self, frame: pd.DataFrame, name: str, caption: str, floatfmt: str = ".4g") -> Path:
         """Save ``frame`` as ``<name>.csv`` and ``<name>.md``; return the Markdown path."""
