@@ -21,6 +21,7 @@ from . import (
     paths,
     structure,
     systematic,
+    visibility,
 )
 from .claims import Claim
 from .clip import ZeroShotCLIP, ZeroShotUnavailableError
@@ -53,12 +54,21 @@ from .models import BlockEmbedding, EmbeddingModel, UnknownModelError, embed_bat
 from .seeding import seed_everything
 from .systematic import SystematicResult, systematic_evaluation
 from .version import __version__
+from .visibility import (
+    VisibilityToolError,
+    VisibilityUnavailable,
+    butteraugli,
+    butteraugli_available,
+    equal_energy_noise,
+    jod,
+    visibility_table,
+)
 from .weights import WeightsUnavailableError
 
 __all__ = [
     # modules
     "assignments", "claims", "clip", "detection", "downstream", "figures", "hub", "images", "jacobians",
-    "linearity", "lipschitz", "matching", "metrics", "models", "paths", "structure", "systematic",
+    "linearity", "lipschitz", "matching", "metrics", "models", "paths", "structure", "systematic", "visibility",
     # models and images
     "load_model", "EmbeddingModel", "UnknownModelError", "WeightsUnavailableError", "embed_batched", "BlockEmbedding",
     "load_images", "ImageSet", "ImageLoadError", "LabeledSet", "labeled_set", "view_set", "lfw_faces",
@@ -74,6 +84,9 @@ __all__ = [
     "SystematicResult",
     # metrics
     "cosine", "cosine_matrix", "psnr", "ssim", "l1_255", "l2_255", "linf_255", "quantize_8bit",
+    # visibility
+    "butteraugli", "butteraugli_available", "jod", "visibility_table", "equal_energy_noise", "VisibilityUnavailable",
+    "VisibilityToolError",
     # figures, runs
     "Output", "Claim", "verdict", "use_style", "image_grid", "amplify", "seed_everything", "library_versions",
     "__version__",

@@ -68,8 +68,26 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor | None = None) -> np.ndarray:
 # "Visually indistinguishable", fixed before any run: every verdict on imperceptibility in the suite uses these.
 INDISTINGUISHABLE_PSNR = 40.0  # dB against the source
 INDISTINGUISHABLE_SSIM = 0.98
+# What people see (vitequiv.visibility), also fixed before any run. butteraugli's max-norm distance is in
+# just-noticeable differences, and 1.0 is JPEG XL's "visually lossless" distance; it assumes pixels at 1:1 on an
+# 80-nit sRGB display. ColorVideoVDP's JOD: 10 is no visible difference and 1 JOD less means 75 % of people prefer
+# the reference, so 0.05 JOD is a preference of about 51 %, chance; on its display model standard_4k: a 30-inch
+# 3840 x 2160 monitor, peak 200 cd/m^2, contrast 1000:1, 250 lux, seen from 0.747 m (twice its height, 75.4 px
+# per degree), sRGB-encoded input.
+INVISIBLE_BUTTERAUGLI = 1.0  # at or below: invisible
+INVISIBLE_JOD = 9.95  # at or above: invisible
 
 
 def indistinguishable(psnr_db, ssim_value) -> np.ndarray:
     """(B,) bool: PSNR >= :data:`INDISTINGUISHABLE_PSNR` and SSIM >= :data:`INDISTINGUISHABLE_SSIM`."""
     return (np.asarray(psnr_db) >= INDISTINGUISHABLE_PSNR) & (np.asarray(ssim_value) >= INDISTINGUISHABLE_SSIM)
+
+
+def invisible_butteraugli(distance) -> np.ndarray:
+    """(B,) bool: butteraugli max-norm distance <= :data:`INVISIBLE_BUTTERAUGLI` (NaN, not measured: False)."""
+    return np.asarray(distance, dtype=float) <= INVISIBLE_BUTTERAUGLI
+
+
+def invisible_jod(jod) -> np.ndarray:
+    """(B,) bool: ColorVideoVDP JOD >= :data:`INVISIBLE_JOD`."""
+    return np.asarray(jod, dtype=float) >= INVISIBLE_JOD
