@@ -178,3 +178,25 @@ def test_images_and_status_come_from_the_same_step(session):
     app.run_button.click()
     app.wait(WAIT_S)
     assert seen and all(status.split()[1] == caption.split("step ")[1].rstrip(")") for status, caption in seen), seen
+
+
+def decoded(data) -> np.ndarray:
+    return np.array(Image.open(io.BytesIO(bytes(data))).convert("RGB"))
+
+
+def test_ab_toggle_swaps_source_and_matched_in_place_at_every_zoom(session):
+    app = ex.build_explorer(tiny_config(max_steps=4), session)
+    assert app.ab.disabled and bytes(app.compare.value) == ex.PLACEHOLDER, "nothing to compare before a run"
+    app.run_button.click()
+    app.wait(WAIT_S)
+    result = session.result
+    exact = {key: (ex.metrics.quantize_8bit(x[None])[0] * 255).round().byte().permute(1, 2, 0).numpy()
+             for key, x in (("source", result.sources[0]), ("matched", result.images[0]))}  # (S, S, 3) each
+    assert not app.ab.disabled and not np.array_equal(exact["source"], exact["matched"])
+    for label, zoom in ex.ZOOMS.items():
+        app.zoom.value = label
+        for side, key in ex.AB.items():
+            app.ab.value = side
+            shown = decoded(app.compare.value)
+            np.testing.assert_array_equal(shown, exact[key].repeat(zoom, 0).repeat(zoom, 1))
+            assert (app.compare.layout.width, app.compare.layout.height) == (f"{32 * zoom}px", f"{32 * zoom}px")

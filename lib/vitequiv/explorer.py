@@ -1,5 +1,6 @@
 """The interactive explorer: pick a source and a target photo, a model, a step rule and a budget, watch the
-source's embedding being moved onto the target's, then probe what was found.
+source's embedding being moved onto the target's, then probe what was found, and flick between the source and
+the matched image (A/B, at 1x, 2x or 4x nearest-neighbor zoom) to look for the change yourself.
 
 The logic is plain and headlessly testable: :class:`ExplorerConfig` (what to run), :class:`ExplorerSession`
 (``run`` / ``stop`` / ``probe`` / ``figure``, and ``explore``, the call the widgets use, which never raises)
@@ -20,12 +21,11 @@ import torch
 from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from PIL import Image
 
 from . import images as img
 from . import metrics
 from .downstream import KNN
-from .figures import amplify, to_numpy_image
+from .figures import amplify, png_8bit, to_numpy_image
 from .lipschitz import directional_lipschitz
 from .matching import (
     STEP_RULES,
@@ -48,6 +48,8 @@ MODEL_CHOICES = ("embedded", "random:vit_small_patch14_dinov2")
 UPLOAD_PREFIX = "upload:"
 STOPPED_BY = {"converged": "converged", "max_steps": "step limit reached", "callback": "stopped",
               "interrupted": "interrupted"}
+AB = {"A: source": "source", "B: matched": "matched"}  # the A/B toggle's labels -> the image each shows
+ZOOMS = {"1x": 1, "2x": 2, "4x": 4}  # nearest-neighbor enlargements of the A/B view
 
 Update = Callable[[int, MatchResult], None]
 
@@ -155,12 +157,10 @@ def perturbation_panel(result: MatchResult) -> tuple[torch.Tensor, str]:
     return diff, f"perturbation dx ×{gain:.0f}"
 
 
-def png_bytes(image: torch.Tensor) -> bytes:
-    """A (3, H, W) image in [0, 1] as PNG bytes, for an ``ipywidgets.Image``."""
-    array = (to_numpy_image(image) * 255).round().astype(np.uint8)  # (H, W, 3)
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="png")
-    return buffer.getvalue()
+def png_bytes(image: torch.Tensor, zoom: int = 1) -> bytes:
+    """A (3, H, W) image in [0, 1] as PNG bytes of its 8-bit pixels, ``zoom`` times enlarged (nearest neighbor),
+    for an ``ipywidgets.Image``."""
+    return png_8bit(image, zoom)
 
 
 PLACEHOLDER = png_bytes(torch.full((3, 8, 8), 0.92))  # a plain light-gray tile for an empty image slot
@@ -385,12 +385,19 @@ class Explorer:
                        for k in ("source", "matched", "perturbation", "target")}
         self.captions = {k: W.Label(k) for k in self.images}
         self.curves = W.Image(format="png", layout=W.Layout(width="640px"))
+        self.ab = W.ToggleButtons(options=list(AB), value="A: source", description="flicker", disabled=True,
+                                  tooltips=["the source photo", "the matched image, in the same place"])
+        self.zoom = W.ToggleButtons(options=list(ZOOMS), value="1x", description="zoom")
+        self.compare = W.Image(format="png")  # the A/B view: one image, swapped in place
+        self._compared: dict[str, torch.Tensor] = {}  # "source", "matched" -> (3, H, W) of the latest step
         self._clear_images()
         self.probe_table = W.HTML()
 
         self.step_rule.observe(lambda c: setattr(self.lr, "value", STEP_SIZES[c.new]), names="value")
         self.budget.observe(self._on_budget, names="value")
         self.upload.observe(self._on_upload, names="value")
+        self.ab.observe(lambda _: self._show_compare(), names="value")
+        self.zoom.observe(lambda _: self._show_compare(), names="value")
         self.run_button.on_click(self.on_run)
         self.stop_button.on_click(self.on_stop)
         pictures = W.HBox([W.VBox([self.captions[k], self.images[k]]) for k in self.images])
@@ -400,7 +407,7 @@ class Explorer:
             W.HBox([self.step_rule, self.lr, self.max_steps]),
             W.HBox([self.budget, self.radius, self.stop_cos]),
             W.HBox([self.run_button, self.stop_button, self.progress]),
-            self.status, pictures, self.curves, self.probe_table,
+            self.status, pictures, W.HBox([self.ab, self.zoom]), self.compare, self.curves, self.probe_table,
         ])
 
     def _ipython_display_(self) -> None:
@@ -474,6 +481,22 @@ class Explorer:
             self.captions[key].value = f"{key}: not run yet"
         self.curves.value = b""
         self.curves.layout.display = "none"
+        self._compared = {}
+        self.ab.disabled = True
+        self._show_compare()
+
+    def _show_compare(self) -> None:
+        """The A/B view: the toggled image's exact 8-bit pixels at the chosen zoom, sized to show each pixel as a
+        whole square (the same place and size for A and B); the gray tile before a run."""
+        zoom = ZOOMS[self.zoom.value]
+        image = self._compared.get(AB[self.ab.value])
+        if image is None:
+            self.compare.value = PLACEHOLDER
+            self.compare.layout.width = self.compare.layout.height = f"{180 * zoom}px"
+            return
+        h, w = image.shape[-2:]
+        self.compare.value = png_bytes(image, zoom)
+        self.compare.layout.width, self.compare.layout.height = f"{w * zoom}px", f"{h * zoom}px"
 
     def _show_progress(self, step: int, result: MatchResult) -> None:
         self._show(result, status_line(step, result, self.progress.max), step)
@@ -492,6 +515,9 @@ class Explorer:
         self.captions["perturbation"].value = caption
         self.captions["matched"].value = f"matched (step {int(result.steps[0])})"
         self.curves.value, self.curves.layout.display = curves, None
+        self._compared = {"source": result.sources[0], "matched": result.images[0]}  # each (3, S, S)
+        self.ab.disabled = False
+        self._show_compare()
         self.progress.value = step
         self._say(status)
 

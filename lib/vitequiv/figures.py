@@ -104,8 +104,8 @@ def image_grid(
 
 def pixels_8bit(image: torch.Tensor) -> np.ndarray:
     """One image (3, H, W) or (1, 3, H, W) in [0, 1] -> its exact 8-bit pixels (H, W, 3) uint8, as a PNG keeps them."""
-    levels = quantize_8bit(image.detach().float().cpu()) * 255  # (1, 3, H, W), whole numbers
-    return levels[0].permute(1, 2, 0).round().to(torch.uint8).numpy()  # (H, W, 3)
+    levels = quantize_8bit(image.detach().float().cpu().reshape(3, *image.shape[-2:])) * 255  # (3, H, W), whole
+    return levels.permute(1, 2, 0).round().to(torch.uint8).numpy()  # (H, W, 3)
 
 
 def zoom_nearest(pixels: np.ndarray, zoom: int) -> np.ndarray:
