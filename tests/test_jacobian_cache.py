@@ -1,6 +1,7 @@
 """The on-disk Jacobian cache: a hit is the same matrix, anything that changes it misses, bad entries are recomputed."""
 import copy
 import math
+import re
 import warnings
 
 import pytest
@@ -84,7 +85,8 @@ def test_models_it_cannot_digest_are_computed_without_a_cache(data, computed):
     assert J.shape == (3, 48) and entries(data) == [] and len(computed) == 1
 
 
-@pytest.mark.parametrize("spoil", ["garbage", "truncated", "wrong shape", "not finite"])
+@pytest.mark.parametrize("spoil", ["garbage", "truncated", "wrong shape", "not finite", "finite garbage",
+                                   "payload cut short", "no checksum"])
 def test_a_bad_entry_is_recomputed_and_replaced(data, computed, tiny_model, tiny_x, tiny_J, spoil):
     from safetensors.torch import save_file
 
@@ -96,10 +98,22 @@ def test_a_bad_entry_is_recomputed_and_replaced(data, computed, tiny_model, tiny
         path.write_bytes(path.read_bytes()[:1000])
     elif spoil == "wrong shape":
         save_file({"jacobian": torch.zeros(4, 5)}, str(path))
-    else:
+    elif spoil == "not finite":
         save_file({"jacobian": torch.full_like(tiny_J, math.nan)}, str(path))
-    with pytest.warns(UserWarning, match=f"cached Jacobian {path}.*computing it again"):
+    elif spoil == "finite garbage":  # sixteen float32 1e30 written into the middle of the payload, header intact
+        raw = bytearray(path.read_bytes())
+        middle = len(raw) - tiny_J.numel() * 4 // 2
+        raw[middle:middle + 64] = torch.full((16,), 1e30).numpy().tobytes()
+        path.write_bytes(bytes(raw))
+    elif spoil == "payload cut short":
+        path.write_bytes(path.read_bytes()[:-64])
+    else:  # an entry written before checksums: its bytes cannot be vouched for
+        save_file({"jacobian": tiny_J.clone()}, str(path), metadata={"format": "1"})
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
         J = vitequiv.jacobian(tiny_model, tiny_x, cache=True)
+    [warning] = [w for w in said if "cached Jacobian" in str(w.message)]  # said once, naming the file
+    assert re.search(f"cached Jacobian {re.escape(str(path))} is .*computing it again", str(warning.message))
     assert torch.equal(J, tiny_J) and len(computed) == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error")

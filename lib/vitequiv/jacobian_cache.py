@@ -7,8 +7,10 @@ An entry is keyed by everything that determines the matrix: a digest of the mode
 classes, every module's plain settings, every weight and buffer), the image's bytes, the dtype, the device type
 and the torch and timm versions. So a stale entry is never read: a changed model or image is a different key, and
 deleting ``data/cache/jacobians/`` only costs time. A model that cannot be digested (a plain object, a class
-without source) is simply not cached. Entries are written atomically; an unreadable one is recomputed and
-replaced, and a full disk costs the cache, never the result.
+without source) is simply not cached. Entries are written atomically, with the sha256 of the payload's exact bytes
+in their header; an entry that is unreadable, truncated, of the wrong shape or whose bytes no longer match that
+checksum (finite garbage included) is recomputed and replaced, said once in a warning naming the file, and a full
+disk costs the cache, never the result.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from torch import Tensor, nn
 
 from .paths import atomic_path, cache_dir
 
-FORMAT = "1"  # bump when the stored layout changes
+FORMAT = "1"  # bump when the stored layout changes (it is part of the key)
+CHECKSUM = "sha256"  # header metadata: sha256 of the payload's bytes; an entry without it is recomputed
 _PLAIN = (bool, int, float, str, tuple, type(None))
 
 
@@ -80,37 +83,52 @@ def has(model, x: Tensor) -> bool:
     return entry is not None and _path(entry).is_file()
 
 
+def payload_sha256(J: Tensor) -> str:
+    """sha256 of the exact bytes of ``J`` (C order, on the CPU), as stored in an entry's header."""
+    return hashlib.sha256(J.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
 def load(entry: str, x: Tensor) -> Tensor | None:
     """The stored Jacobian (D, P) for ``entry`` on x's device, or None if there is none or it is unusable (said)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     path = _path(entry)
     if not path.is_file():
         return None
+    J, why = None, None
     try:
-        J = load_file(str(path), device=str(x.device)).get("jacobian")
-    except (OSError, SafetensorError, RuntimeError) as err:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            recorded = (f.metadata() or {}).get(CHECKSUM)
+            J = f.get_tensor("jacobian") if "jacobian" in f.keys() else None
+    except (OSError, SafetensorError, RuntimeError, ValueError) as err:
         J, why = None, f"unreadable ({err})"
     else:
-        why = "not a Jacobian of this image" if J is None else None
-    if J is not None and (J.dim() != 2 or J.shape[1] != x.numel() or J.dtype != x.dtype):
-        J, why = None, f"shape {tuple(J.shape)} {J.dtype}, not (D, {x.numel()}) {x.dtype}"
-    if J is not None and not torch.isfinite(J).all():
-        J, why = None, "holds non-finite values"
+        if J is None:
+            why = "not a Jacobian of this image"
+        elif J.dim() != 2 or J.shape[1] != x.numel() or J.dtype != x.dtype:
+            J, why = None, f"shape {tuple(J.shape)} {J.dtype}, not (D, {x.numel()}) {x.dtype}"
+        elif recorded is None:
+            J, why = None, "without a checksum of its payload"
+        elif payload_sha256(J) != recorded:
+            J, why = None, "damaged (its payload's sha256 differs from the one in its header)"
+        elif not torch.isfinite(J).all():
+            J, why = None, "holds non-finite values"
     if J is None:
         warnings.warn(f"cached Jacobian {path} is {why}: computing it again", stacklevel=3)
-    return J
+        return None
+    return J.to(x.device)
 
 
 def save(entry: str, J: Tensor) -> None:
-    """Store ``J`` under ``entry`` (atomically); a failed write (a full disk) is said and costs only the cache."""
+    """Store ``J`` under ``entry`` (atomically, with the sha256 of its bytes in the header); a failed write (a full
+    disk) is said and costs only the cache."""
     from safetensors.torch import save_file
 
     path = _path(entry)
+    payload = J.detach().cpu().contiguous()
     try:
         with atomic_path(path) as tmp:
-            save_file({"jacobian": J.detach().cpu().contiguous()}, str(tmp), metadata={"format": FORMAT})
+            save_file({"jacobian": payload}, str(tmp), metadata={"format": FORMAT, CHECKSUM: payload_sha256(payload)})
     except OSError as err:
         warnings.warn(f"the Jacobian could not be cached in {path.parent} ({err}); it was computed all the same",
                       stacklevel=3)
