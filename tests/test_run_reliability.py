@@ -213,3 +213,21 @@ def test_many_kernels_started_at_once_all_run(tmp_path):
     assert all(code == 0 for code, _ in results), results
     transports = {(tmp_path / f"transport{i}").read_text() for i in range(count)}
     assert transports == ({"ipc"} if os.name == "posix" else {"tcp"})
+
+
+@pytest.mark.parametrize("spoil, spoiled", [
+    (_edit(MANIFEST, lambda d: d["claims"][next(iter(d["claims"]))].update(verdict="not")), "manifest.json"),
+    (lambda out: (out / "01_good" / "values.csv").write_bytes((out / "01_good" / "values.csv").read_bytes()[:-2]),
+     "values.csv"),
+], ids=["a claim's verdict edited", "a table cut short"])
+def test_a_published_output_changed_since_its_run_is_not_trusted(suite, spoil, spoiled):
+    out = suite / "out"
+    assert cache.lookup(out, "01_good", *_recorded(out)).hit  # as published: reusable
+    spoil(out)
+    found = cache.lookup(out, "01_good", *_recorded(out))
+    assert not found.hit and f"published {spoiled} changed since that run (sha256 differs)" in found.reason, found
+
+
+def _recorded(out):
+    key = json.loads((out / KEY).read_text())
+    return key["inputs"], [key["environment"]]

@@ -13,7 +13,9 @@ by older code must not pass for one made by today's. What the key does not see: 
 outside the library and its parameters (another notebook's outputs), environment variables, and models whose
 weights come from neither the embedded file nor timm's hub entries (an open_clip text tower is known by its
 name only). A run made while a named model's weights were unavailable is never reused, because its result
-depended on that absence.
+depended on that absence. The key also records the sha256 of the published manifest and of every file it lists:
+a published output changed or damaged since (a claim's verdict edited, a table cut short) is not trusted, and the
+notebook runs again, saying which file.
 """
 from __future__ import annotations
 
@@ -158,12 +160,37 @@ def for_task(env: Mapping[str, Any], candidates: Iterable[str]) -> dict[str, Any
     return {**env, "weights": {k: v for k, v in env["weights"].items() if k in names}}
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _listed(manifest: Mapping) -> list[str]:
+    """The files a published manifest lists (figures and tables), relative to the notebook's folder."""
+    return [f for kind in ("figures", "tables") for entry in manifest.get(kind, {}).values()
+            for f in entry.get("files", [])]
+
+
+def output_checksums(root: Path, notebook: str) -> dict[str, str]:
+    """sha256 of ``<root>/<notebook>/manifest.json`` and of every file it lists, by path relative to that folder
+    (those that exist; a manifest that cannot be read gives only its own)."""
+    folder = root / notebook
+    manifest, _ = read_json(folder / "manifest.json", MANIFEST)
+    names = ["manifest.json", *(_listed(manifest) if manifest else [])]
+    return {name: _file_sha256(folder / name) for name in names if (folder / name).is_file()}
+
+
 def write_key(root: Path, notebook: str, run_id: str, finished: str, task_inputs: Mapping,
               env: Mapping) -> Path:
-    """Record what determined the finished ok run ``run_id`` of ``notebook`` (see the module docstring)."""
+    """Record what determined the finished ok run ``run_id`` of ``notebook`` (see the module docstring), and the
+    checksums of what it published."""
     record = {"schema": SCHEMA, "notebook": notebook, "run_id": run_id, "finished": finished,
               "digest": _digest({"inputs": task_inputs, "environment": env}),
-              "inputs": dict(task_inputs), "environment": dict(env)}
+              "inputs": dict(task_inputs), "environment": dict(env),
+              "outputs": output_checksums(root, notebook)}
     path = key_path(root, notebook)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
@@ -221,10 +248,19 @@ def lookup(root: Path, notebook: str, task_inputs: Mapping, environments: Sequen
     published = manifest.get("run") or {}
     if published.get("run_id") != key["run_id"]:
         return Lookup(False, "its published outputs are not from that run")
-    missing = [f for kind in ("figures", "tables") for entry in manifest[kind].values()
-               for f in entry.get("files", []) if not (root / notebook / f).is_file()]
+    missing = [f for f in _listed(manifest) if not (root / notebook / f).is_file()]
     if missing:
         return Lookup(False, f"its published outputs lack {', '.join(missing[:3])}")
+    recorded = key.get("outputs")
+    if not recorded:
+        return Lookup(False, f"{key_file.name} holds no checksums of its published outputs")
+    unlisted = [f for f in ["manifest.json", *_listed(manifest)] if f not in recorded]
+    if unlisted:
+        return Lookup(False, f"its published outputs list {', '.join(unlisted[:3])}, which that run did not write")
+    changed = [f for f, sha in recorded.items()
+               if not (root / notebook / f).is_file() or _file_sha256(root / notebook / f) != sha]
+    if changed:
+        return Lookup(False, f"its published {', '.join(changed[:3])} changed since that run (sha256 differs)")
     if key["inputs"] != dict(task_inputs):
         return Lookup(False, f"its {_changed(key['inputs'], task_inputs)} changed")
     unavailable = [k for k, v in key["environment"].get("weights", {}).items() if str(v).startswith(UNAVAILABLE)]

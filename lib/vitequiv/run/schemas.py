@@ -115,7 +115,8 @@ MANIFEST = {"notebook": (str, None), "profile": (str, None), "run_id": (str, Non
 STAGED_MANIFEST = {**MANIFEST, "figures": (MapOf(_OUTPUT), None), "tables": (MapOf(_OUTPUT), None),
                    "claims": (MapOf(_CLAIM), None)}
 # <out>/.runs/<notebook>.key.json (vitequiv.run.cache).
-CACHE_KEY = {"run_id": str, "finished": (str, None), "inputs": dict, "environment": {"weights": MapOf(str)}}
+CACHE_KEY = {"run_id": str, "finished": (str, None), "inputs": dict, "environment": {"weights": MapOf(str)},
+             "outputs": (MapOf(str), None)}
 # <out>/sweeps/<name>/sweep.json (vitequiv.run.sweep_report).
 SWEEP = {"profile": (str, None), "swept": (MapOf(list), None), "notebooks": (ListOf(str), None),
          "generated": (str, None), "executor": (str, None), "counts": (MapOf(int), None), "files": (MapOf(str), None)}
