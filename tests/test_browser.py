@@ -1,15 +1,18 @@
 """The book and the explorer in a real browser: headless Debian Chromium driven by Playwright, all on 127.0.0.1.
 
 Book: built from the session's smoke run, served by a local http.server; every page loads without console errors,
-every image loads, no internal link is broken, the summary has one row per recorded claim, nothing is requested
-from elsewhere. Explorer: JupyterLab on a copy of explorer.ipynb at small settings; the widgets render, Run reports
-a rising cosine, Stop keeps the result and fills the probe table, a bad model name shows the red message.
+every image loads, no internal link is broken, the summary has one row per recorded claim, notebook 01's flicker
+images keep their animated PNG bytes and animate, nothing is requested from elsewhere. Explorer: JupyterLab on a
+copy of explorer.ipynb at small settings; the widgets render, Run reports a rising cosine, Stop keeps the result
+and fills the probe table, the A/B toggle swaps source and matched pixels in place and zoom 2x doubles the size, a
+bad model name shows the red message.
 """
 from __future__ import annotations
 
 import html.parser
 import json
 import re
+import struct
 import time
 import urllib.parse
 import urllib.request
@@ -157,7 +160,7 @@ def test_summary_has_one_row_per_claim(site, browser, smoke_suite):
         "rows => rows.map(r => [...r.cells].map(c => [c.innerText.trim(), c.querySelector('a')?.href || '']))")
     page.close()
     shown = [(Path(urllib.parse.urlparse(nb[1]).path).stem, claim[0], verdict[0])
-             for claim, _, _, verdict, nb in rows]
+             for claim, *_, verdict, nb in rows]
     assert shown == recorded
 
 
@@ -168,6 +171,42 @@ def test_each_notebook_page_says_how_it_ran(site, smoke_suite):
         text = (out / f"{name}.html").read_text()
         expected = "Executed by" if record.status == "ok" else "failed"
         assert expected in text, f"{name} ({record.status}): its page does not say {expected!r}"
+
+
+def apng_frames(data: bytes) -> int:
+    """The frame count an animated PNG declares in its acTL chunk (0: none, a still PNG)."""
+    at = data.find(b"acTL")
+    return struct.unpack(">I", data[at + 4:at + 8])[0] if at >= 0 else 0
+
+
+@pytest.mark.notebooks
+def test_flicker_images_keep_their_bytes_and_animate(site, browser, smoke_suite, tmp_path):
+    out, base = site
+    folder = smoke_suite.figures / "01_embedding_matching"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    flickers = {(folder / entry["files"][0]).read_bytes() for name, entry in manifest["figures"].items()
+                if name.startswith("flicker_")}
+    assert len(flickers) == smoke_suite.records["01_embedding_matching"].parameters["N_PAIRS"], manifest["figures"]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    page = context.new_page()
+    for path in ("01_embedding_matching.html", "figures.html"):
+        page.goto(f"{base}/{path}", wait_until="networkidle", timeout=PAGE_TIMEOUT_MS)
+        sources = page.evaluate("() => [...document.images].map(i => i.getAttribute('src'))")
+        shown = {src: (out / path).parent.joinpath(src).read_bytes() for src in sources}
+        animated = [src for src, data in shown.items() if apng_frames(data) >= 2]
+        assert {shown[src] for src in animated} == flickers, f"{path}: the flicker PNGs are not shown byte for byte"
+        flicker = page.locator(f"img[src='{animated[0]}']")
+        flicker.scroll_into_view_if_needed()
+        flicker.evaluate("img => img.decode()")
+        shots = []
+        for i in range(4):  # about two frames' worth at 600 ms a frame
+            shots.append(flicker.screenshot(path=str(tmp_path / f"{Path(path).stem}_flicker_{i}.png")))
+            time.sleep(0.35)
+        assert len(set(shots)) >= 2, f"{path}: the flicker image did not change over {len(shots)} screenshots"
+    context.close()
+    assert not outside(requested), f"requests that left 127.0.0.1: {outside(requested)}"
 
 
 # --- the explorer in JupyterLab ---------------------------------------------------------------------------------
@@ -225,6 +264,44 @@ def run_all_cells(page) -> None:
     assert not errors, f"explorer.ipynb raised: {errors}"
 
 
+SAME_PIXELS = """([a, b]) => {  // two <img>: do they hold the same decoded pixels?
+    const pixels = img => {
+        const canvas = document.createElement("canvas");
+        [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+        const context = canvas.getContext("2d");
+        context.drawImage(img, 0, 0);
+        return context.getImageData(0, 0, canvas.width, canvas.height).data.join(",");
+    };
+    return a.complete && b.complete && a.naturalWidth > 0 && pixels(a) === pixels(b);
+}"""
+
+
+def check_ab_toggle(page, notebook, shots: Path) -> None:
+    """The A/B view shows the source's pixels, then, toggled, the matched image's in the same place; 2x doubles it.
+    Screenshots of B at 1x and A at 2x go to ``shots``."""
+    compare = notebook.locator("img.vq-compare")
+    source, matched = (notebook.locator(".widget-image").nth(i) for i in (0, 1))  # the first two pictures
+    handles = {k: v.element_handle() for k, v in (("compare", compare), ("source", source), ("matched", matched))}
+    assert page.evaluate(f"([a, b]) => !({SAME_PIXELS})([a, b])", [handles["source"], handles["matched"]]), (
+        "after Stop the matched image should differ from the source")
+    box = compare.bounding_box()
+    page.wait_for_function(SAME_PIXELS, arg=[handles["compare"], handles["source"]], timeout=60_000)
+    notebook.locator("button", has_text="B: matched").click()
+    page.wait_for_function(SAME_PIXELS, arg=[handles["compare"], handles["matched"]], timeout=60_000)
+    assert compare.bounding_box() == box, "B must be shown in the same place and size as A"
+    page.screenshot(path=str(shots / "explorer_ab_B.png"), full_page=True)
+    notebook.locator("button", has_text="A: source").click()
+    page.wait_for_function(SAME_PIXELS, arg=[handles["compare"], handles["source"]], timeout=60_000)
+    notebook.locator("button", has_text=re.compile(r"^\s*2x\s*$")).click()
+    page.wait_for_function("([img, w]) => Math.abs(img.getBoundingClientRect().width - 2 * w) < 1",
+                           arg=[handles["compare"], box["width"]], timeout=60_000)
+    zoomed = compare.bounding_box()
+    assert abs(zoomed["height"] - 2 * box["height"]) < 1
+    assert abs(zoomed["x"] - box["x"]) < 1 and abs(zoomed["y"] - box["y"]) < 1, "zoom keeps the image's place"
+    assert compare.evaluate("img => img.naturalWidth") == 2 * source.evaluate("img => img.naturalWidth")
+    page.screenshot(path=str(shots / "explorer_ab_A_2x.png"), full_page=True)
+
+
 def test_explorer_in_jupyterlab(tmp_path, browser):
     root = tmp_path / "lab"
     root.mkdir()
@@ -275,6 +352,8 @@ def test_explorer_in_jupyterlab(tmp_path, browser):
             assert "8-bit" in probe.inner_text(), f"the probe table: {probe.inner_text()!r}"
             pictures = notebook.locator(".widget-image").evaluate_all("imgs => imgs.map(i => i.naturalWidth)")
             assert len(pictures) >= 4 and all(w > 0 for w in pictures), f"images after Stop: {pictures}"
+
+            check_ab_toggle(page, notebook, tmp_path)
 
             set_field(page, "model", "no_such_vit")
             run.click()

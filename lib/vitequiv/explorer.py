@@ -389,6 +389,7 @@ class Explorer:
                                   tooltips=["the source photo", "the matched image, in the same place"])
         self.zoom = W.ToggleButtons(options=list(ZOOMS), value="1x", description="zoom")
         self.compare = W.Image(format="png")  # the A/B view: one image, swapped in place
+        self.compare.add_class("vq-compare")
         self._compared: dict[str, torch.Tensor] = {}  # "source", "matched" -> (3, H, W) of the latest step
         self._clear_images()
         self.probe_table = W.HTML()
