@@ -9,6 +9,7 @@ from PIL import Image
 
 from vitequiv import figures, metrics
 from vitequiv.figures import FLICKER_GAP, FLICKER_LABEL_HEIGHT
+from vitequiv.run import index
 
 
 def images(h: int = 12, w: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,3 +115,13 @@ def test_output_flicker_shows_the_apng_bytes_unchanged_in_ipython(tmp_path, monk
     monkeypatch.setattr("IPython.display.display", lambda obj: shown.append(obj))
     path = figures.Output("nb", root=tmp_path).flicker(*images(), "f", "cap")
     assert len(shown) == 1 and shown[0].data == path.read_bytes() and shown[0].format == "png"
+
+
+def test_the_figure_index_lists_a_flicker(tmp_path):
+    out = figures.Output("01_x", root=tmp_path / "01_x")
+    out.flicker(*images(), "flicker_0_cat", "Flicker test, cat -> rocket")
+    readme = index.render_readme(index.collect_index(tmp_path))
+    assert "- figure [flicker_0_cat](01_x/flicker_0_cat.png): Flicker test, cat -> rocket" in readme
+    [entry] = index.collect_index(tmp_path)["notebooks"]
+    assert entry["figures"] == [{"name": "flicker_0_cat", "caption": "Flicker test, cat -> rocket",
+                                 "files": ["flicker_0_cat.png"]}]

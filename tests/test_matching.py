@@ -422,7 +422,8 @@ def test_bfloat16_and_float32_matches_both_meet_stop_cos_in_float32(tiny_model):
 
 @BF16
 def test_bfloat16_search_that_falls_short_is_settled_in_float32(tiny_model, monkeypatch):
-    monkeypatch.setattr(vitequiv.matching, "BF16_COS_MARGIN", -2e-2)  # aim 3e-3 below the goal: float32 must catch it
+    # aim 3e-3 below the goal: float32 must catch it
+    monkeypatch.setattr(vitequiv.matching.search, "BF16_COS_MARGIN", -2e-2)
     tgt = images(2, 57)
     result = match_embeddings(tiny_model, images(2, 56), tgt, max_steps=100, precision="bfloat16", progress=False)
     cos = metrics.cosine(tiny_model.embed(result.images), tiny_model.embed(tgt)).detach().numpy()
@@ -433,8 +434,8 @@ def test_bfloat16_search_that_falls_short_is_settled_in_float32(tiny_model, monk
 
 @BF16
 def test_settling_that_fails_keeps_the_image_the_search_found(tiny_model, monkeypatch):
-    monkeypatch.setattr(vitequiv.matching, "BF16_COS_MARGIN", -2e-2)  # aim 3e-3 below the goal
-    monkeypatch.setattr(vitequiv.matching, "SETTLE_STEPS", 0)  # and take no float32 step: short pairs stay short
+    monkeypatch.setattr(vitequiv.matching.search, "BF16_COS_MARGIN", -2e-2)  # aim 3e-3 below the goal
+    monkeypatch.setattr(vitequiv.matching.search, "SETTLE_STEPS", 0)  # and take no float32 step: short pairs stay short
     src, tgt = images(2, 56), images(2, 57)
     result = match_embeddings(tiny_model, src, tgt, max_steps=100, precision="bfloat16", progress=False)
     short = ~result.converged
