@@ -39,7 +39,7 @@ from .metrics import LEVELS, quantize_8bit
 from .tensors import Value, as_floats, as_images, as_positive
 
 BUTTERAUGLI_TOOL = "butteraugli_main"  # looked up on PATH at each call
-BUTTERAUGLI_TIMEOUT_S = 60.0  # per image; a 224 px image takes about 0.1 s
+BUTTERAUGLI_TIMEOUT_S = 60.0  # per image; a 224 px image takes about 0.1 s of CPU
 BUTTERAUGLI_INSTALL = ("install Debian/Ubuntu's `libjxl-devtools` (apt-get install libjxl-devtools), Homebrew's "
                        "`jpeg-xl` on macOS, or build libjxl's tools")
 DISPLAY = "standard_4k"  # ColorVideoVDP's display model (see the module docstring)
@@ -51,6 +51,17 @@ class VisibilityUnavailable(RuntimeError):
 
 class VisibilityToolError(RuntimeError):
     """A visibility tool ran and failed (exit status, time-out, unreadable output); the message names the tool."""
+
+
+def _pairs(images: Value, references: Value, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and their references (B, 3, H, W) each, checked, on ``device`` (None: the images'), rounded to 8 bits:
+    float32 on the 8-bit grid, which is what a PNG holds and what ColorVideoVDP makes of uint8 input (x / 255)."""
+    x = as_images(images, "images", device=device)  # (B, 3, H, W)
+    ref = as_images(references, "references", device=x.device)  # (B, 3, H, W)
+    if ref.shape != x.shape:
+        raise ValueError(f"references must have the images' shape {tuple(x.shape)} (one reference per image, the "
+                         f"same size), got {tuple(ref.shape)}")
+    return quantize_8bit(x), quantize_8bit(ref)
 
 
 # ------------------------------------------------------------------------------------------- butteraugli
@@ -138,10 +149,7 @@ def butteraugli(images: Value, references: Value, *, pnorm: float = 3.0, intensi
     Raises :class:`VisibilityUnavailable` where the tool (or a raw distance map) is missing,
     :class:`VisibilityToolError` when it fails.
     """
-    x = quantize_8bit(as_images(images, "images", device="cpu"))  # (B, 3, H, W)
-    ref = quantize_8bit(as_images(references, "references", device="cpu", hw=tuple(x.shape[-2:])))
-    if len(ref) != len(x):
-        raise ValueError(f"{len(x)} images but {len(ref)} references; pass one reference per image")
+    x, ref = _pairs(images, references, "cpu")  # (B, 3, H, W) each
     pnorm = as_positive(pnorm, "pnorm")
     intensity_target = as_positive(intensity_target, "intensity_target")
     timeout_s = as_positive(timeout_s, "timeout_s")
@@ -199,19 +207,11 @@ def _cvvdp_metric(device: torch.device, heatmap: str | None):
     return _CVVDP[key]
 
 
-def _cvvdp_inputs(images: Value, references: Value, device) -> tuple[torch.Tensor, torch.Tensor]:
-    x = as_images(images, "images", device=device)  # (B, 3, H, W)
-    ref = as_images(references, "references", device=x.device, hw=tuple(x.shape[-2:]))  # (B, 3, H, W)
-    if len(ref) != len(x):
-        raise ValueError(f"{len(x)} images but {len(ref)} references; pass one reference per image")
-    return quantize_8bit(x), quantize_8bit(ref)  # float32 on the 8-bit grid: what cvvdp reads from uint8 / 255
-
-
 def jod(images: Value, references: Value, *, device: torch.device | str | None = None) -> np.ndarray:
     """ColorVideoVDP quality (JOD, 10 = no visible difference) of ``images`` (B, 3, H, W) against
     ``references``, both in [0, 1] and rounded to 8 bits, on the ``standard_4k`` display; computed on
     ``device`` (default: where the images are). Shape (B,)."""
-    x, ref = _cvvdp_inputs(images, references, device)
+    x, ref = _pairs(images, references, device)
     metric = _cvvdp_metric(x.device, None)
     with torch.no_grad():
         scores = [metric.predict(x[i], ref[i], dim_order="CHW")[0] for i in range(len(x))]
@@ -221,7 +221,7 @@ def jod(images: Value, references: Value, *, device: torch.device | str | None =
 def jod_map(images: Value, references: Value, *, device: torch.device | str | None = None) -> np.ndarray:
     """Where ColorVideoVDP sees the difference: its raw heat map, in JOD below 10 at each pixel (its
     ``heatmap="raw"`` times 10; 0 = invisible, 1 = one JOD), shape (B, H, W)."""
-    x, ref = _cvvdp_inputs(images, references, device)
+    x, ref = _pairs(images, references, device)
     metric = _cvvdp_metric(x.device, "raw")
     maps = []
     with torch.no_grad():
