@@ -23,7 +23,7 @@ def random_images(n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
 GOOD = ("import vitequiv as vq, matplotlib.pyplot as plt, pandas as pd\n"
         "out = vq.Output('01_good', globals())\nfig, ax = plt.subplots(); ax.plot([X, X])\n"
         "out.figure(fig, 'line', 'a line at X')\nout.table(pd.DataFrame({'x': [X]}), 'values', 'the value of X')\n"
-        "out.claim('X is three', 'none', f'X={X}', vq.figures.verdict(X == 3, False))")
+        "out.claim(vq.Claim('X is three', 'none', f'X={X}', evidence=vq.claims.exact(X, 1), threshold=3))")
 SLEEPER = ("import os, pathlib, time\n"
            "folder = pathlib.Path(os.environ.get('VITEQUIV_FIGURES', 'unset')) / '03_sleep'\n"
            "folder.mkdir(parents=True, exist_ok=True)\n(folder / 'new.png').write_text(f'SLEEP={SLEEP}')\n"

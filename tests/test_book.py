@@ -13,9 +13,12 @@ import pytest
 from bs4 import BeautifulSoup
 from PIL import Image
 
+from vitequiv import claims
 from vitequiv.book import main as book_main
+from vitequiv.claims import Claim
 from vitequiv.paths import notebooks_dir
 from vitequiv.run import book, book_pages, book_run
+from vitequiv.run.index import claim_view
 
 START = dt.datetime(2026, 12, 1, 10, 0, tzinfo=dt.timezone.utc)
 CAPTION = "Embedding change ||f(x+tv)-f(x)|| over t, with $5 and *stars* and a_b"  # Markdown specials stay text
@@ -190,9 +193,10 @@ def test_front_page(site):
     assert "vitequiv 9.9.9" in text, "the run's library versions (00_setup's table)"
     summary = next(t for t in front.find_all("table") if "verdict" in t.get_text())
     rows = [[td.get_text(" ", strip=True) for td in tr.find_all("td")] for tr in summary.tbody.find_all("tr")]
-    assert [(r[0], r[3], r[4]) for r in rows] == [("claim one | with a bar", "holds", "01_embedding_matching"),
+    assert [(r[0], r[6], r[7]) for r in rows] == [("claim one | with a bar", "holds", "01_embedding_matching"),
                                                   ("claim two", "partly", "01_embedding_matching"),
                                                   ("claim three", "not", "02_equivalence_classes")]
+    assert all(r[3:6] == ["-", "-", "-"] for r in rows), "claims recorded before issue 29: no n, interval, threshold"
     assert rows[0][1] == "the paper | says" and rows[0][2] == "we measure $3"
     links = [a["href"] for a in summary.find_all("a")]
     assert links[0] == "01_embedding_matching.html" and all((site / link).exists() for link in links)
@@ -271,3 +275,41 @@ def test_failed_build_keeps_the_previous_book(site, run_dir, monkeypatch):
 
 def test_markdown_escaping():
     assert book_pages.md("a | b $c$ *d* [e](f)\n  g") == r"a \| b \$c\$ \*d\* \[e\]\(f\) g"
+
+
+def test_the_summary_shows_each_claims_n_interval_and_threshold(tmp_path):
+    """The front page's claims table from index entries (no notebook run, no Sphinx): a claim record of issue 29
+    with its n, interval and threshold, and one from before claims carried evidence, with n "-"."""
+    made = Claim("Most pairs match", "paper", "11 of 12", evidence=claims.proportion([True] * 11 + [False]),
+                 threshold=0.95)
+    (tmp_path / "01_embedding_matching.ipynb").write_text("{}")
+    entry = index_entry("01_embedding_matching", "ok", claims=[claim_view(made.statement, made.to_record()),
+                                                               {"claim": "old", "paper": "p", "ours": "o",
+                                                                "verdict": "not"}])
+    run = book_run.from_index(entry, "01_embedding_matching", tmp_path)
+    assert [c.n for c in run.claims] == [12, None] and run.claims[0].threshold == 0.95
+    lines = book_pages.claims_lines([run])
+    assert lines[0] == ("| statement | paper's evidence | our measurement | n | estimate [95 % interval] | threshold | "
+                        "verdict | notebook |")
+    assert lines[2] == (r"| Most pairs match | paper | 11 of 12 | 12 | 0.917 \[0.615, 0.998\] | \>= 0.95 | "
+                        r"**inconclusive \(n = 12\)** | [01\_embedding\_matching](01_embedding_matching.ipynb) |")
+    assert lines[3].startswith("| old | p | o | - | - | - | **not** |")
+    page = book_pages.summary_page([run])
+    assert "inconclusive (n = ...)" in page and "sweeps.md" not in page
+
+
+def test_the_book_shows_the_verdict_stability_of_every_seed_sweep(tmp_path):
+    figures = tmp_path / "figures"
+    assert book_pages.stability_tables(figures) == []
+    folder = figures / "sweeps" / "seeds"
+    folder.mkdir(parents=True)
+    (folder / "stability.csv").write_text("notebook,claim,SEED=0,SEED=1,agree\n"
+                                          "01_embedding_matching,a claim,holds,holds,yes\n"
+                                          "01_embedding_matching,b claim,holds,inconclusive (n = 6),no\n")
+    (figures / "sweeps" / "other").mkdir()  # a sweep without a stability table: no section
+    tables = book_pages.stability_tables(figures)
+    assert [name for name, _ in tables] == ["seeds"]
+    page = book_pages.sweeps_page(tables)
+    assert "## Sweep seeds" in page and "**1 of 2** claims agree across seeds" in page
+    assert r"| 01\_embedding\_matching | b claim | holds | inconclusive \(n = 6\) | **no** |" in page
+    assert "[verdict stability across seeds](sweeps.md)" in book_pages.summary_page([], sweeps=True)

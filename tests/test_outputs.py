@@ -10,8 +10,8 @@ import torch
 from helpers import files_under, make_suite
 
 import vitequiv
-from vitequiv import figures, paths
-from vitequiv.run.index import collect_index
+from vitequiv import Claim, claims, figures, paths
+from vitequiv.run.index import CLAIM_EVIDENCE, collect_index, write_index
 
 INSTALLED = Path(vitequiv.__file__).resolve().parents[2]  # the checkout the package is installed from
 RUN_VARIABLES = ("VITEQUIV_ROOT", "VITEQUIV_FIGURES", "VITEQUIV_RUN", "VITEQUIV_PROFILE", "VITEQUIV_NOTEBOOK")
@@ -174,12 +174,51 @@ def test_verdict_wants_bools(holds, partly, fragment):
 
 def test_claims_table(tmp_path):
     out = figures.Output("nb", root=tmp_path)
-    assert list(out.claims_table().columns) == ["claim", "paper", "ours", "verdict"] and out.claims_table().empty
-    out.claim("first", "paper says", "we see", "holds")
-    out.claim("second", "p", "o", figures.verdict(False, True))
+    columns = ["claim", "paper", "ours", "n", "value", "interval", "threshold", "verdict"]
+    assert list(out.claims_table().columns) == columns and out.claims_table().empty
+    first = Claim("first", "paper says", "we see", evidence=claims.exact(1.0, 4), threshold=0.5)
+    assert out.claim(first) is first
+    part = Claim("a part", "p", "o", evidence=claims.proportion([True] * 12), threshold=0.5)
+    out.claim(Claim("second", "p", "o", parts=(part, Claim("b part", "p", "o", evidence=claims.exact(0, 3),
+                                                                 threshold=0.5))))
     expected = pd.DataFrame({"claim": ["first", "second"], "paper": ["paper says", "p"], "ours": ["we see", "o"],
-                             "verdict": ["holds", "partly"]})
+                             "n": [4, 3], "value": [1.0, "-"], "interval": ["exact", "-"],
+                             "threshold": [">= 0.5", "-"], "verdict": ["holds", "partly"]})
     pd.testing.assert_frame_equal(out.claims_table(), expected)
+    recorded = json.loads(out.manifest_path.read_text())["claims"]
+    assert list(recorded) == ["first", "second"] and recorded["first"] == first.to_record()
+    assert [p["statement"] for p in recorded["second"]["parts"]] == ["a part", "b part"]
+
+
+def test_the_index_shows_each_claims_n_interval_and_threshold(tmp_path):
+    """figures/README.md and index.json from two manifests (no notebook run): one with claim records (issue 29),
+    one from before claims carried evidence, whose row reads n "-"."""
+    new = figures.Output("01_new", root=tmp_path / "01_new")
+    new.claim(Claim("Most pairs | match", "paper", "11/12", evidence=claims.proportion([True] * 11 + [False]),
+                    threshold=0.5))
+    new.claim(Claim("The probe stays put", "paper", "exact", evidence=claims.exact(0.0, 12), threshold=0.05,
+                    direction="<="))
+    old = tmp_path / "02_old"
+    old.mkdir()
+    (old / "manifest.json").write_text(json.dumps({"notebook": "02_old", "figures": {}, "tables": {},
+                                                   "claims": {"old claim": {"paper": "p", "ours": "o",
+                                                                            "verdict": "partly"}}}))
+    readme = Path(write_index(tmp_path)).read_text()
+    header = ("| statement | paper's evidence | our measurement | n | estimate [95 % interval] | threshold | verdict | "
+              "notebook | run |")
+    assert header in readme and "inconclusive (n = ...)" in readme
+    assert ("| Most pairs \\| match | paper | 11/12 | 12 | 0.917 [0.615, 0.998] | >= 0.5 | **holds** | 01_new | "
+            "ad hoc, profile interactive |") in readme
+    assert "| The probe stays put | paper | exact | 12 | 0 (exact) | <= 0.05 | **holds** | 01_new |" in readme
+    assert "| old claim | p | o | - | - | - | **partly** | 02_old |" in readme
+    index = {e["notebook"]: e for e in json.loads((tmp_path / "index.json").read_text())["notebooks"]}
+    first = index["01_new"]["claims"][0]
+    assert first["claim"] == "Most pairs | match" and first["n"] == 12 and first["statistic"] == "proportion"
+    assert (first["low"], first["high"]) == pytest.approx((0.6152, 0.9979), abs=1e-4)
+    assert (first["value"], first["threshold"], first["direction"]) == (11 / 12, 0.5, ">=")
+    assert index["02_old"]["claims"] == [{"claim": "old claim", "paper": "p", "ours": "o", "verdict": "partly",
+                                          **dict.fromkeys(CLAIM_EVIDENCE), "parts": []}]
+    assert not index["01_new"]["problems"] and not index["02_old"]["problems"]
 
 
 def test_output_writes_atomically_and_clears_stale_parts(tmp_path):
@@ -198,7 +237,7 @@ def test_output_writes_atomically_and_clears_stale_parts(tmp_path):
         out.figure(Broken(), "fig", "never written")
     assert files_under(tmp_path) == ["manifest.json"]
     assert json.loads((tmp_path / "manifest.json").read_text())["figures"] == {}
-    with pytest.raises(ValueError, match="verdict"):
+    with pytest.raises(TypeError, match="vq.Claim"):
         out.claim("c", "p", "o", "maybe")
     out.table(pd.DataFrame({"a": [1.23456, 2.0]}), "tab", "a table")
     assert (tmp_path / "tab.csv").read_text().startswith("a\n1.23456")

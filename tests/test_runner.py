@@ -42,7 +42,7 @@ def test_suite_keeps_going_past_a_failure_and_writes_the_index(suite, capsys):
     readme = (out / "README.md").read_text()
     assert "## 01_good (ok)" in readme and "## 02_bad (failed)" in readme and "boom" in readme
     assert "line.png" in readme and "a line at X" in readme and "values.md" in readme
-    assert "| X is three | none | X=3 | **holds** | 01_good | ok, profile tiny |" in readme
+    assert "| X is three | none | X=3 | 1 | 3 (exact) | >= 3 | **holds** | 01_good | ok, profile tiny |" in readme
     assert "`X=3`" in readme and "vitequiv 0.1.0" in readme
 
     index = {e["notebook"]: e for e in json.loads((out / "index.json").read_text())["notebooks"]}
@@ -51,7 +51,9 @@ def test_suite_keeps_going_past_a_failure_and_writes_the_index(suite, capsys):
     assert good["seconds"] > 0 and good["started"] <= good["finished"] and good["parameters"]["X"] == 3
     assert good["figures"] == [{"name": "line", "caption": "a line at X", "files": ["line.png", "line.pdf"]}]
     assert good["tables"][0]["files"] == ["values.csv", "values.md"]
-    assert good["claims"] == [{"claim": "X is three", "paper": "none", "ours": "X=3", "verdict": "holds"}]
+    assert good["claims"] == [{"claim": "X is three", "paper": "none", "ours": "X=3", "verdict": "holds",
+                               "statistic": "exact", "value": 3.0, "n": 1, "low": 3.0, "high": 3.0,
+                               "method": "exact", "threshold": 3.0, "direction": ">=", "parts": []}]
     assert good["notebook_file"] == "01_good.ipynb" and good["library_versions"]["torch"]
     assert index["02_bad"]["status"] == "failed" and "boom" in index["02_bad"]["error"]
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import make_notebook, make_suite, start_runner, wait_for
 
 from vitequiv import runner
-from vitequiv.run import cache, profiles, records, sweeps
+from vitequiv.run import cache, index, profiles, records, sweep_report, sweeps
 from vitequiv.run.suite import run_suite, run_sweep
 
 # 04 records two claims and a table from SEED and MODEL; 05 kills its Dask worker (its kernel's parent) once for
@@ -467,3 +467,59 @@ def test_the_sweep_command_line_end_to_end(suite, capsys):
     assert runner.main(argv) == records.EXIT_OK
     assert "[1/2] SEED=0 04_claims: skipped: unchanged since" in capsys.readouterr().out
     assert (suite / "out" / "sweeps" / "two" / "SEED=0" / "04_claims" / "manifest.json").is_file()
+
+
+# ---- the verdict stability table (issue 29) -----------------------------------------------------------------------
+
+def _seed_row(root: Path, seed: int, claims: dict, status=records.RunStatus.OK, **others):
+    """A finished 04_claims run of one combination: its manifest on disk, and its planned task and record."""
+    values = {"SEED": seed, **others}
+    folder_name = sweeps.combination_folder(values)
+    folder = root / folder_name / "04_claims"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"notebook": "04_claims", "figures": {}, "tables": {},
+                                                      "claims": claims}))
+    planned = sweeps.Planned(Path("04_claims.ipynb"), values, folder_name, values, values)
+    task = records.Task(Path("04_claims.ipynb"), values, root / folder_name, combination=folder_name)
+    return planned, task, records.RunRecord("04_claims", status, 1.0, 0, combination=folder_name)
+
+
+def test_the_verdict_stability_table_from_two_seeds(tmp_path):
+    def record(verdict, n=12):
+        return {"paper": "p", "ours": "o", "verdict": verdict, "n": n, "value": 0.5, "low": 0.2, "high": 0.8,
+                "threshold": 0.5, "direction": ">="}
+
+    root = tmp_path / "sweeps" / "seeds"
+    rows = [_seed_row(root, 0, {"stable": record("holds"), "flips": record("holds"),
+                                "inconclusive": record("inconclusive (n = 12)"), "once": record("not")}),
+            _seed_row(root, 1, {"stable": record("holds"), "flips": record("not"),
+                                "inconclusive": record("inconclusive (n = 11)", 11)})]
+    report = sweep_report.make_row
+    frame = sweep_report.stability([report(*row) for row in rows])
+    assert list(frame.columns) == ["notebook", "claim", "SEED=0", "SEED=1", "agree"]
+    assert frame.set_index("claim")["agree"].to_dict() == {"stable": "yes", "flips": "no", "inconclusive": "yes",
+                                                           "once": "incomplete"}
+    assert frame.set_index("claim").loc["once", "SEED=1"] == "missing"
+    sweep = sweeps.Sweep({"SEED": [0, 1]}, profile="tiny", name="seeds")
+    sweep_report.write_report(root, sweep, *zip(*rows), executor="in-process")
+    markdown = (root / "stability.md").read_text()
+    assert "**2 of 4** claims agree across SEED; 1 differ; 1 incomplete." in markdown
+    assert "| 04_claims | flips | holds | not | **no** |" in markdown
+    assert pd.read_csv(root / "stability.csv").equals(pd.read_csv(io.StringIO(frame.to_csv(index=False))))
+    summary = json.loads((root / "sweep.json").read_text())
+    assert summary["files"]["stability_markdown"] == "stability.md"
+    assert summary["rows"][0]["claims"]["stable"]["n"] == 12
+    table = (root / "table.md").read_text()
+    assert "inconclusive 2" in table, "verdict counts count inconclusive ones whatever their n"
+    assert (root / "verdicts.png").stat().st_size > 10_000
+    readme = index.render_readme({"notebooks": [], "sweeps": index.collect_sweeps(tmp_path)})
+    assert "[verdict stability](sweeps/seeds/stability.md)" in readme
+
+
+def test_the_stability_table_groups_by_the_other_swept_values_and_needs_a_seed_axis(tmp_path):
+    rows = [_seed_row(tmp_path, seed, {"c": {"verdict": verdict}}, MODEL=model)
+            for seed, model, verdict in [(0, "a", "holds"), (1, "a", "holds"), (0, "b", "holds"), (1, "b", "not")]]
+    rows = [sweep_report.make_row(*row) for row in rows]
+    frame = sweep_report.stability(rows)
+    assert frame[["MODEL", "agree"]].values.tolist() == [["a", "yes"], ["b", "no"]]
+    assert sweep_report.stability(rows, axis="STEPS").empty

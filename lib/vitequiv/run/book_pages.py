@@ -6,11 +6,14 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 
 from ..environment import library_versions
-from ..paths import notebooks_dir
+from ..paths import SWEEPS, notebooks_dir
 from .book_run import NotebookRun, Recorded, utc
+from .index import CLAIMS_HEADER, CLAIMS_NOTE
 from .records import RunStatus
+from .sweep_report import STABILITY_FILES
 
 PAPER = ("Shaeke Salman, Md Montasir Bin Shams, Xiuwen Liu. *Intriguing Equivalence Structures of the Embedding "
          "Space of Vision Transformers.* arXiv 2401.15568 (2024). <https://arxiv.org/abs/2401.15568>")
@@ -176,13 +179,15 @@ def claims_lines(runs: list[NotebookRun]) -> list[str]:
     claims = [(r, c) for r in runs for c in r.claims]
     if not claims:
         return ["No claim was recorded in this run.", ""]
-    return ["| claim | paper's evidence | our measurement | verdict | notebook |", "|---|---|---|---|---|",
-            *[f"| {md(c.claim)} | {md(c.paper)} | {md(c.ours)} | **{md(c.verdict)}** | [{md(r.name)}]({page_file(r)}) |"
-              for r, c in claims], ""]
+    header = "| " + " | ".join((*CLAIMS_HEADER, "notebook")) + " |"
+    return [header, "|---" * (len(CLAIMS_HEADER) + 1) + "|",
+            *[f"| {md(c.claim)} | {md(c.paper)} | {md(c.ours)} | {' | '.join(md(cell) for cell in c.cells())} | "
+              f"**{md(c.verdict)}** | [{md(r.name)}]({page_file(r)}) |" for r, c in claims], ""]
 
 
-def summary_page(runs: list[NotebookRun]) -> str:
-    """The front page: the paper, the run, the reproduction summary and the notebooks' statuses."""
+def summary_page(runs: list[NotebookRun], sweeps: bool = False) -> str:
+    """The front page: the paper, the run, the reproduction summary and the notebooks' statuses; ``sweeps``: link
+    the page of verdict stability across seeds."""
     lines = [
         f"# {TITLE}", "",
         "The executed notebooks of the last `make figures` run of **vitequiv**, which reproduces, and goes beyond,",
@@ -190,8 +195,9 @@ def summary_page(runs: list[NotebookRun]) -> str:
         "ImageNet checkpoints cannot be had offline; each notebook says where this changes the comparison).", "",
         f"**Paper.** {PAPER}", "", "## The run", "", *run_lines(runs),
         "## Reproduction summary", "",
-        "Each claim of the paper as a notebook tests it: the paper's evidence, our measurement and a verdict",
-        "(holds, partly, not).", "", *claims_lines(runs),
+        "Each claim of the paper as a notebook tests it: the paper's evidence, our measurement with its number of",
+        "items n and 95 % interval, the threshold fixed before the run, and the verdict that follows from them.",
+        CLAIMS_NOTE, "", *claims_lines(runs),
         "## Notebooks", "", "| notebook | status | profile | time | finished |", "|---|---|---|---|---|",
     ]
     for r in runs:
@@ -199,9 +205,39 @@ def summary_page(runs: list[NotebookRun]) -> str:
         lines.append(f"| [{md(title_of(r.name))}]({page_file(r)}) | {r.status} | {md(r.profile)} | {seconds} | "
                      f"{when(r) if r.started or r.finished else ''} |")
     return "\n".join(lines + [
-        "", "Also: the [index of figures and tables](figures.md) and the [classroom exercises](exercises/index.md).",
+        "", "Also: the [index of figures and tables](figures.md)"
+        + (", the [verdict stability across seeds](sweeps.md)" if sweeps else "")
+        + " and the [classroom exercises](exercises/index.md).",
         "", "```{toctree}", ":hidden:", ":caption: Notebooks", "", *[r.name for r in runs], "```", "",
-        "```{toctree}", ":hidden:", ":caption: More", "", "figures", "exercises/index", "```", ""])
+        "```{toctree}", ":hidden:", ":caption: More", "", "figures", *(["sweeps"] if sweeps else []),
+        "exercises/index", "```", ""])
+
+
+def stability_tables(figures: Path) -> list[tuple[str, pd.DataFrame]]:
+    """(sweep name, its verdict stability table) for every sweep under ``figures/sweeps/`` that has one."""
+    found = []
+    for path in sorted((figures / SWEEPS).glob(f"*/{STABILITY_FILES['stability_csv']}")):
+        try:
+            found.append((path.parent.name, pd.read_csv(path, dtype=str, keep_default_na=False)))
+        except (OSError, ValueError, pd.errors.ParserError):
+            continue  # a damaged file: the sweep's own table.md still says what ran
+    return found
+
+
+def sweeps_page(tables: list[tuple[str, pd.DataFrame]]) -> str:
+    """The verdict stability of every sweep over SEED: each claim's verdict per seed and whether they agree."""
+    lines = ["# Verdict stability across seeds", "",
+             "Each claim's verdict under each seed of a sweep over `SEED` (`python -m vitequiv.runner --sweep-file",
+             "seeds`), and whether the verdicts agree: `yes`, the same verdict under every seed (inconclusive counts",
+             "as one verdict whatever its n); `no`, two seeds differ; `incomplete`, some seed's run failed or did not",
+             "record the claim.", ""]
+    for name, frame in tables:
+        agree = int((frame["agree"] == "yes").sum()) if "agree" in frame else 0
+        lines += [f"## Sweep {md(name)}", "", f"**{agree} of {len(frame)}** claims agree across seeds.", "",
+                  "| " + " | ".join(md(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns),
+                  *["| " + " | ".join(f"**{md(v)}**" if c == "agree" else md(v) for c, v in row.items()) + " |"
+                    for _, row in frame.iterrows()], ""]
+    return "\n".join(lines)
 
 
 def figures_page(runs: list[NotebookRun], figures: Path) -> str:
@@ -250,7 +286,10 @@ def write_sources(runs: list[NotebookRun], figures: Path, src: Path) -> None:
     """The Sphinx project: configuration, front page, notebook pages, figure index, exercises, copied files."""
     (src / "conf.py").write_text(SPHINX_CONF.format(title=TITLE))
     (src / "favicon.svg").write_text(FAVICON)
-    (src / "index.md").write_text(summary_page(runs))
+    stability = stability_tables(figures)
+    (src / "index.md").write_text(summary_page(runs, sweeps=bool(stability)))
+    if stability:
+        (src / "sweeps.md").write_text(sweeps_page(stability))
     (src / "figures.md").write_text(figures_page(runs, figures))
     for run in runs:
         for item in run.figures + run.tables:

@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
+from .index import claim_cells, claim_view
 from .profiles import discover
 from .records import RunStatus
 from .schemas import INDEX, MANIFEST, read_json
@@ -38,12 +39,26 @@ class Recorded:
 
 @dataclass
 class Claim:
-    """One row of the reproduction summary."""
+    """One row of the reproduction summary; the evidence fields are None for a claim recorded before claims carried
+    evidence (issue 29), which the summary shows with n "-"."""
 
     claim: str
     paper: str
     ours: str
     verdict: str
+    n: int | None = None
+    statistic: str | None = None
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    method: str | None = None
+    threshold: float | None = None
+    direction: str | None = None
+    parts: list[dict] = field(default_factory=list)
+
+    def cells(self) -> tuple[str, str, str]:
+        """n, "estimate [95 % interval]" and threshold as the tables show them ("-" where not recorded)."""
+        return claim_cells(vars(self))
 
 
 @dataclass
@@ -80,8 +95,7 @@ def _outputs(items: dict | list | None) -> list[Recorded]:
 
 
 def _claims(items: dict | list | None) -> list[Claim]:
-    return [Claim(name, e.get("paper", ""), e.get("ours", ""), e.get("verdict", ""))
-            for name, e in _named(items, "claim")]
+    return [Claim(**claim_view(name, e)) for name, e in _named(items, "claim")]
 
 
 def utc(stamp: str) -> dt.datetime | None:

@@ -19,12 +19,14 @@ schema 1::
       "notebook_file": "01_embedding_matching.ipynb" | null, "manifest_file": "manifest.json" | null,
       "figures": [{"name", "caption", "files": ["<name>.png", "<name>.pdf"]}],
       "tables": [{"name", "caption", "files": ["<name>.csv", "<name>.md"]}],
-      "claims": [{"claim", "paper", "ours", "verdict"}],
+      "claims": [{"claim", "paper", "ours", "verdict",  # vq.Claim.to_record; None below in older manifests
+                  "statistic", "value", "n", "low", "high", "method", "threshold", "direction", "parts": [...]}],
       "problems": []}],               # unreadable manifests or run records, in words
      "sweeps": [{                     # figures/sweeps/<name>/, from its sweep.json (see vitequiv.run.sweep_report)
       "name", "folder": "sweeps/<name>", "profile", "swept": {"SEED": [0, 1]}, "notebooks": [...],
       "generated", "executor", "counts": {"ok": 3, "failed": 1, "cached": 2},
-      "files": {"markdown": "sweeps/<name>/table.md", "csv", "spread", "png", "pdf", "json"},  # from figures/
+      "files": {"markdown": "sweeps/<name>/table.md", "csv", "spread", "png", "pdf", "json",  # from figures/
+                "stability_csv", "stability_markdown"},  # the verdict stability table, for a sweep over SEED
       "problems": []}]}
 
 Folders whose names start with ``.`` or ``_`` (staging, run records, scratch) and ``sweeps/`` are not notebooks;
@@ -61,9 +63,55 @@ def _published(folder: Path, manifest: Mapping) -> dict:
         "manifest_file": "manifest.json" if (folder / "manifest.json").is_file() else None,
         "figures": entries("figures"),
         "tables": entries("tables"),
-        "claims": [{"claim": claim, **{k: entry.get(k, "") for k in ("paper", "ours", "verdict")}}
-                   for claim, entry in (manifest.get("claims") or {}).items()],
+        "claims": [claim_view(claim, entry) for claim, entry in (manifest.get("claims") or {}).items()],
     }
+
+
+CLAIM_TEXT = ("paper", "ours", "verdict")
+CLAIM_EVIDENCE = ("statistic", "value", "n", "low", "high", "method", "threshold", "direction")
+
+
+def claim_view(claim: str, entry: Mapping) -> dict:
+    """A manifest's claim (``vq.Claim.to_record``) as the index holds it: claim, paper, ours, verdict, and the
+    evidence (statistic, value, n, low, high, method, threshold, direction, parts); an older manifest's claim,
+    from before claims carried evidence, has None there."""
+    return {"claim": claim, **{k: entry.get(k) or "" for k in CLAIM_TEXT},
+            **{k: entry.get(k) for k in CLAIM_EVIDENCE},
+            "parts": [claim_view(part.get("statement") or "", part) for part in entry.get("parts") or []
+                      if isinstance(part, Mapping)]}
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def claim_cells(claim: Mapping) -> tuple[str, str, str]:
+    """A claim's n, "estimate [95 % interval]" and threshold cells ("-" where the record has none, as in manifests
+    from before claims carried evidence); an exact quantity reads "0.5 (exact)"."""
+    n = claim.get("n")
+    value, low, high = claim.get("value"), claim.get("low"), claim.get("high")
+    if value is None:
+        estimate = "-"
+    elif claim.get("statistic") == "exact":
+        estimate = f"{_number(value)} (exact)"
+    elif low is None or high is None:
+        estimate = _number(value)
+    else:
+        estimate = f"{_number(value)} [{_number(low)}, {_number(high)}]"
+    threshold = claim.get("threshold")
+    threshold = "-" if threshold is None else f"{claim.get('direction') or '>='} {_number(threshold)}"
+    return (str(n) if isinstance(n, int) and not isinstance(n, bool) else "-"), estimate, threshold
+
+
+CLAIMS_HEADER = ("statement", "paper's evidence", "our measurement", "n", "estimate [95 % interval]", "threshold",
+                 "verdict")
+
+
+def claim_row(claim: Mapping) -> list[str]:
+    """A claim's cells under :data:`CLAIMS_HEADER`, Markdown-safe, the verdict in bold."""
+    return [markdown_cell(claim.get("claim", "")), markdown_cell(claim.get("paper", "")),
+            markdown_cell(claim.get("ours", "")), *map(markdown_cell, claim_cells(claim)),
+            f"**{markdown_cell(claim.get('verdict', ''))}**"]
 
 
 def _entry(root: Path, name: str) -> dict:
@@ -123,6 +171,8 @@ def _describe_sweep(entry: Mapping) -> str:
     cached = f" ({counts['cached']} reused)" if counts.get("cached") else ""
     files = entry["files"]
     grid = f"; [verdict grid]({files['png']})" if "png" in files else ""
+    if "stability_markdown" in files:
+        grid += f"; [verdict stability]({files['stability_markdown']})"
     name = f"[{entry['name']}]({files['markdown']})" if "markdown" in files else entry["name"]
     problems = f"; problems: {'; '.join(entry['problems'])}" if entry["problems"] else ""
     return (f"- {name}: profile `{entry['profile']}`, {', '.join(entry['notebooks'] or [])}; swept {swept}; "
@@ -180,6 +230,13 @@ def _describe(entry: Mapping) -> list[str]:
     return lines + [""]
 
 
+CLAIMS_NOTE = ("Each verdict follows from the 95 % interval of the estimate and a threshold fixed before the run: "
+               "**holds** when the interval lies on the claim's side of the threshold, **not** when it lies on the "
+               "other side, **inconclusive (n = ...)** when it straddles it; **partly** only for a claim made of "
+               "parts, some of which hold. Intervals: bootstrap over items (medians, means), exact binomial "
+               "(proportions); n is the number of items.")
+
+
 def render_readme(index: Mapping) -> str:
     """``figures/README.md`` from :func:`collect_index`'s result."""
     lines = ["# Figures and tables", "",
@@ -187,10 +244,9 @@ def render_readme(index: Mapping) -> str:
              "`index.json` holds the same in machine-readable form.", ""]
     claims = [(e, c) for e in index["notebooks"] for c in e["claims"]]
     if claims:
-        header = "| claim | paper's evidence | our measurement | verdict | notebook | run |"
-        lines += ["## Reproduction summary", "", header, "|---|---|---|---|---|---|"]
-        lines += [f"| {markdown_cell(c['claim'])} | {markdown_cell(c['paper'])} | {markdown_cell(c['ours'])} | "
-                  f"**{c['verdict']}** | {e['notebook']} | {_made_by(e)} |" for e, c in claims]
+        header = "| " + " | ".join((*CLAIMS_HEADER, "notebook", "run")) + " |"
+        lines += ["## Reproduction summary", "", CLAIMS_NOTE, "", header, "|---" * (len(CLAIMS_HEADER) + 2) + "|"]
+        lines += ["| " + " | ".join((*claim_row(c), e["notebook"], _made_by(e))) + " |" for e, c in claims]
         lines.append("")
     if index.get("sweeps"):
         lines += ["## Sweeps", "", "Every combination of swept parameters, one folder each under `sweeps/`; the "

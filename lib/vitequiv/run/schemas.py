@@ -106,7 +106,12 @@ RUN = {"run_id": (str, None), "status": OneOf(STATUSES), "profile": (str, None),
        "vitequiv_version": (str, None), "pid": (int, None), "host": (str, None), "combination": (str, None)}
 RUN_RECORD = {**RUN, "run_id": str}
 _OUTPUT = {"files": ListOf(str), "caption": (str, None)}
-_CLAIM = {"paper": (str, None), "ours": (str, None), "verdict": (str, None)}
+# A claim as vq.Claim.to_record writes it (vitequiv.claims); manifests from before issue 29 hold only the first three.
+_CLAIM_PART = {"paper": (str, None), "ours": (str, None), "verdict": (str, None), "statement": (str, None),
+               "statistic": (str, None), "value": (*NUMBER, None), "n": (int, None), "low": (*NUMBER, None),
+               "high": (*NUMBER, None), "method": (str, None), "threshold": (*NUMBER, None),
+               "direction": (OneOf((">=", "<="), optional=True))}
+_CLAIM = {**_CLAIM_PART, "parts": (ListOf(_CLAIM_PART), None)}
 # <out>/<notebook>/manifest.json, as vq.Output writes it and the runner completes it.
 MANIFEST = {"notebook": (str, None), "profile": (str, None), "run_id": (str, None), "parameters": (dict, None),
             "vitequiv_version": (str, None), "library_versions": (MapOf((str, None)), None), "created": (str, None),

@@ -12,7 +12,11 @@ Written into ``figures/sweeps/<sweep>/`` at the end of every sweep (an interrupt
   combinations, where their tables line up (same columns, same rows, same row labels; otherwise the table
   says why it is not aggregated: across models, say, rows are not the same things);
 - ``verdicts.png`` / ``.pdf``: claims x combinations, one colored cell per verdict (holds, partly, not,
-  missing where the run is not ok or did not record the claim);
+  inconclusive, missing where the run is not ok or did not record the claim);
+- ``stability.csv`` / ``stability.md``, for a sweep over ``SEED``: the verdict stability table, one row per claim
+  (and per combination of the other swept values): its verdict under each seed and whether they agree (``yes``:
+  every seed gave the same verdict, ``inconclusive (n = ...)`` counting as one verdict whatever its n; ``no``: two
+  seeds differ; ``incomplete``: some seed's run failed or did not record the claim, the others agree);
 - ``sweep.json``: the sweep's definition, the rows and these files, read by the index.
 """
 from __future__ import annotations
@@ -33,8 +37,9 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
+from ..claims import verdict_kind
 from ..environment import now
-from ..figures import STYLE, VERDICTS
+from ..figures import STYLE
 from ..paths import atomic_path
 from .index import markdown_cell
 from .records import RunRecord, RunStatus, Task, run_record_path
@@ -43,10 +48,13 @@ from .sweeps import Planned, Sweep, render_value
 
 SCHEMA = 1
 MISSING = "missing"
-COLORS = {"holds": "#1a9850", "partly": "#fdb863", "not": "#d73027", MISSING: "#e0e0e0"}
-TEXT_COLORS = {"holds": "white", "partly": "black", "not": "white", MISSING: "#606060"}
+VERDICTS = ("holds", "partly", "not", "inconclusive")  # as vitequiv.claims decides them, in the order shown
+COLORS = {"holds": "#1a9850", "partly": "#fdb863", "not": "#d73027", "inconclusive": "#9ecae1", MISSING: "#e0e0e0"}
+TEXT_COLORS = {"holds": "white", "partly": "black", "not": "white", "inconclusive": "black", MISSING: "#606060"}
 FILES = {"csv": "table.csv", "markdown": "table.md", "spread": "spread.csv", "png": "verdicts.png",
          "pdf": "verdicts.pdf", "json": "sweep.json"}
+STABILITY_AXIS = "SEED"
+STABILITY_FILES = {"stability_csv": "stability.csv", "stability_markdown": "stability.md"}
 
 
 @dataclass
@@ -185,12 +193,13 @@ def verdict_grid(sections: Sequence[tuple[str, Sequence[Row]]], title: str = "")
         for ax, (notebook, rows, claims), column_labels in zip(axes[:, 0], panels, labels):
             cells = [[row.claims.get(claim, {}).get("verdict", MISSING) if row.status == RunStatus.OK else MISSING
                       for row in rows] for claim in claims]
-            cells = [[v if v in order else MISSING for v in line] for line in cells]
-            codes = np.array([[order.index(v) for v in line] for line in cells])  # (claims, combinations)
+            cells = [[v if verdict_kind(v) in order else MISSING for v in line] for line in cells]
+            codes = np.array([[order.index(verdict_kind(v)) for v in line] for line in cells])  # (claims, combinations)
             ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=len(order) - 0.5, aspect="auto")
             for i, line in enumerate(cells):
                 for j, value in enumerate(line):
-                    ax.text(j, i, value, ha="center", va="center", fontsize=9, color=TEXT_COLORS[value])
+                    ax.text(j, i, value.replace(" (", "\n("), ha="center", va="center", fontsize=9,
+                            color=TEXT_COLORS[verdict_kind(value)])
             ax.set_xticks(range(len(rows)), column_labels, fontsize=9)
             ax.set_yticks(range(len(claims)),
                           [textwrap.fill(textwrap.shorten(c, 88, placeholder="..."), 46) for c in claims], fontsize=9)
@@ -209,6 +218,51 @@ def verdict_grid(sections: Sequence[tuple[str, Sequence[Row]]], title: str = "")
         if title:
             fig.suptitle(title, fontsize=12)
     return fig
+
+
+# ---- the verdict stability table ---------------------------------------------------------------------------------
+
+def stability(rows: Sequence[Row], axis: str = STABILITY_AXIS) -> pd.DataFrame:
+    """Per notebook, claim and combination of the other swept values: the verdict under each value of ``axis``
+    (``"missing"`` where that run is not ok or did not record the claim) and whether they agree (see the module
+    docstring). Empty when no row sweeps ``axis``."""
+    swept = [row for row in rows if axis in row.planned.values]
+    if not swept:
+        return pd.DataFrame(columns=["notebook", "claim", "agree"])
+    seeds = list(dict.fromkeys(render_value(row.planned.values[axis]) for row in swept))
+    others = list(dict.fromkeys(name for row in swept for name in row.planned.values if name != axis))
+    groups: dict[tuple, dict[str, Row]] = {}
+    for row in swept:
+        key = (row.task.stem, *[render_value(row.planned.values[n]) if n in row.planned.values else "" for n in others])
+        groups.setdefault(key, {})[render_value(row.planned.values[axis])] = row
+    records = []
+    for key, by_seed in groups.items():
+        recorded = [by_seed[s].claims if s in by_seed and by_seed[s].status == RunStatus.OK else {} for s in seeds]
+        for claim in dict.fromkeys(c for claims in recorded for c in claims):
+            verdicts = [claims[claim].get("verdict") or MISSING if claim in claims else MISSING for claims in recorded]
+            kinds = {verdict_kind(v) for v in verdicts if v != MISSING}
+            agree = "no" if len(kinds) > 1 else "incomplete" if MISSING in verdicts else "yes"
+            records.append({"notebook": key[0], **dict(zip(others, key[1:])), "claim": claim,
+                            **{f"{axis}={s}": v for s, v in zip(seeds, verdicts)}, "agree": agree})
+    return pd.DataFrame(records, columns=["notebook", *others, "claim", *[f"{axis}={s}" for s in seeds], "agree"])
+
+
+def render_stability(sweep_name: str, frame: pd.DataFrame, axis: str = STABILITY_AXIS) -> str:
+    """``stability.md``: the verdict stability table with a line saying how many claims agree."""
+    agree = Counter(frame["agree"])
+    lines = [f"# Verdict stability: sweep `{sweep_name}`", "",
+             f"Each claim's verdict under each `{axis}`, and whether they agree (`yes`: the same verdict under every "
+             f"{axis}, an inconclusive one counting as one verdict whatever its n; `no`: two differ; `incomplete`: "
+             f"some run failed or did not record the claim, the others agree). Written {now()} by the runner; do not "
+             "edit by hand.", "",
+             f"**{agree['yes']} of {len(frame)}** claims agree across {axis}"
+             + (f"; {agree['no']} differ" if agree["no"] else "")
+             + (f"; {agree['incomplete']} incomplete" if agree["incomplete"] else "") + ".", ""]
+    if len(frame):
+        lines += ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+        lines += ["| " + " | ".join(f"**{markdown_cell(v)}**" if c == "agree" else markdown_cell(v)
+                                    for c, v in row.items()) + " |" for _, row in frame.iterrows()]
+    return "\n".join(lines + [""])
 
 
 # ---- writing it all ---------------------------------------------------------------------------------------------
@@ -265,7 +319,8 @@ def render_markdown(sweep: Sweep, sections: Sequence[tuple[str, Sequence[Row]]],
         if claims:
             counts = []
             for claim in claims:
-                found = Counter(row.claims[claim]["verdict"] for row in section if claim in row.claims)
+                found = Counter(verdict_kind(row.claims[claim].get("verdict", "")) for row in section
+                                if claim in row.claims)
                 counts.append(", ".join(f"{v} {found[v]}" for v in VERDICTS if found[v]) or "none")
             lines.append("| " + " | ".join(["**verdicts**", *[""] * (len(axes) + 2), *counts, ""]) + " |")
         lines.append("")
@@ -309,11 +364,19 @@ def write_report(sweep_root: Path, sweep: Sweep, planned: Sequence[Planned], tas
             plt.close(fig)
     with atomic_path(sweep_root / FILES["markdown"]) as tmp:
         tmp.write_text(render_markdown(sweep, sections, spreads, executor, notes))
+    files = dict(FILES)
+    stable = stability(rows)
+    if STABILITY_AXIS in sweep.names and len(stable):
+        with atomic_path(sweep_root / STABILITY_FILES["stability_csv"]) as tmp:
+            stable.to_csv(tmp, index=False)
+        with atomic_path(sweep_root / STABILITY_FILES["stability_markdown"]) as tmp:
+            tmp.write_text(render_stability(sweep.name, stable))
+        files |= STABILITY_FILES
     summary = {
         "schema": SCHEMA, "name": sweep.name, "profile": sweep.profile, "source": sweep.source,
         "swept": sweep.swept, "combinations": sweep.combinations, "parameters": sweep.parameters,
         "notebooks": [nb for nb, _ in sections],
-        "executor": executor, "generated": now(), "counts": _counts(rows), "files": FILES, "notes": list(notes),
+        "executor": executor, "generated": now(), "counts": _counts(rows), "files": files, "notes": list(notes),
         "rows": [_json_row(row) for row in rows],
     }
     with atomic_path(sweep_root / FILES["json"]) as tmp:
@@ -326,4 +389,6 @@ def _json_row(row: Row) -> dict[str, Any]:
             "status": row.status, "cached": row.cached, "seconds": row.seconds, "finished": row.finished,
             "error": row.error, "folder": f"{row.planned.folder}/{row.task.stem}",
             "claims": {claim: {k: entry.get(k, "") for k in ("verdict", "ours")}
+                       | {k: entry.get(k) for k in ("n", "value", "low", "high", "threshold", "direction")
+                          if entry.get(k) is not None}
                        for claim, entry in row.claims.items()}}
