@@ -1,5 +1,6 @@
 """Every notebook runs headlessly, top to bottom, under the smoke profile, through the same runner as `make figures`."""
 import json
+import re
 
 import pytest
 
@@ -34,3 +35,31 @@ def test_index_lists_every_notebook(smoke_run):
     assert set(index) == set(records)
     assert all(index[name]["status"] == r.status and index[name]["profile"] == "smoke" for name, r in records.items())
     assert not (out / ".staging").exists(), "a staging folder was left behind"
+
+
+VERDICT = re.compile(r"holds|not|partly|inconclusive \(n = (\d+)\)")
+
+
+@pytest.mark.notebooks
+def test_every_claim_has_n_an_interval_a_threshold_and_one_of_four_verdicts(smoke_run):
+    """Issue 29: every claim in index.json is a statement with its n, a 95 % interval (or "exact"), a threshold
+    fixed before the run and one of holds / not / inconclusive (n = ...) / partly (only for a claim with parts)."""
+    out, _, _ = smoke_run
+    index = json.loads((out / "index.json").read_text())
+    found = [(e["notebook"], c) for e in index["notebooks"] for c in e["claims"]]
+    assert found, "the smoke run recorded no claim"
+    for notebook, claim in found:
+        where = f"{notebook}: {claim['claim']!r}"
+        assert claim["claim"].strip() and not claim["claim"].rstrip().endswith("?"), f"{where} is not a statement"
+        assert isinstance(claim["n"], int) and claim["n"] >= 1, f"{where} has no n"
+        if claim["parts"]:
+            assert claim["n"] == min(part["n"] for part in claim["parts"]), where
+        else:
+            assert claim["statistic"] == "exact" or claim["low"] <= claim["value"] <= claim["high"], \
+                f"{where} has no interval"
+            assert isinstance(claim["threshold"], (int, float)) and claim["direction"] in (">=", "<="), \
+                f"{where} has no threshold"
+        verdict = VERDICT.fullmatch(claim["verdict"])
+        assert verdict, f"{where}: verdict {claim['verdict']!r} is none of the four"
+        assert verdict.group(1) is None or int(verdict.group(1)) == claim["n"], where
+        assert claim["verdict"] != "partly" or claim["parts"], f"{where}: 'partly' without parts"
