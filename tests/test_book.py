@@ -98,6 +98,9 @@ def run_dir(tmp_path_factory) -> Path:
     for other in ("_scratch", "sweeps", ".staging"):
         executed(root / other / "01_embedding_matching", "01_embedding_matching", "ok")
         manifest(root / other / "01_embedding_matching", "01_embedding_matching", claims=[(f"{other} claim", "holds")])
+    (root / "sweeps" / "seeds").mkdir()
+    (root / "sweeps" / "seeds" / "stability.csv").write_text(  # a sweep over SEED: the verdict stability page
+        "notebook,claim,SEED=0,SEED=1,agree\n01_embedding_matching,claim one | with a bar,holds,not,no\n")
     return root
 
 
@@ -200,6 +203,14 @@ def test_front_page(site):
     assert rows[0][1] == "the paper | says" and rows[0][2] == "we measure $3"
     links = [a["href"] for a in summary.find_all("a")]
     assert links[0] == "01_embedding_matching.html" and all((site / link).exists() for link in links)
+
+
+def test_the_verdict_stability_page(site):
+    assert "sweeps.html" in [a["href"] for a in page(site, "index.html").find_all("a")]
+    table = page(site, "sweeps.html").find("table")
+    rows = [[td.get_text(" ", strip=True) for td in tr.find_all("td")] for tr in table.tbody.find_all("tr")]
+    assert rows == [["01_embedding_matching", "claim one | with a bar", "holds", "not", "no"]]
+    assert "0 of 1 claims agree across seeds" in text_of(site, "sweeps.html")
 
 
 def test_notebook_pages_say_how_they_ran(site):
