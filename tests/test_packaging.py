@@ -1,27 +1,24 @@
-"""Project hygiene: environment.yml and pyproject agree; committed notebooks carry no outputs and the python3 kernel."""
+"""Project hygiene: environment.yml holds the lock's pins; committed notebooks carry no outputs, the python3 kernel."""
 import json
 import re
 import subprocess
 from pathlib import Path
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _name(requirement: str) -> str:
-    return re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-
-
-def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+def test_environment_yml_has_the_locks_pins():
+    """environment.yml is written by `make lock` from the lock (issue 30): the pins of requirements.lock.txt, which
+    tests/test_lock.py checks against uv.lock and pyproject.toml, markers included, and the project itself."""
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    listed = {r for r in pip if not r.startswith("-")}
-    assert {_name(r): r for r in listed} == {_name(r): r for r in wanted}, \
-        "environment.yml and pyproject.toml drifted apart"
+    listed = {r.replace(" ", "") for r in pip if not r.startswith("-")}
+    exported = {m[1].replace(" ", "") for line in (ROOT / "requirements.lock.txt").read_text().splitlines()
+                if (m := re.match(r"([A-Za-z0-9][^\\]*?)\s*\\?$", line))}
+    assert exported and listed == exported, "environment.yml and the lock drifted apart: run make lock"
+    assert "-e ." in pip
 
 
 def _committed_notebooks() -> list[Path]:

@@ -1,13 +1,23 @@
 """What a run ran on and when: library versions, the device and the time stamp, recorded beside its figures."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.metadata
 import platform
+import re
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
 from .precision import bf16_supported
+
+# The lock (`make lock`): uv.lock, and the same pins exported with hashes for pip; both beside pyproject.toml of the
+# checkout this code runs from (absent from a non-editable install).
+CHECKOUT = Path(__file__).resolve().parents[2]
+LOCK = CHECKOUT / "uv.lock"
+LOCK_REQUIREMENTS = CHECKOUT / "requirements.lock.txt"
 
 LIBRARIES = ("vitequiv", "torch", "torchvision", "timm", "numpy", "scikit-image", "scikit-learn", "matplotlib",
              "seaborn", "papermill", "safetensors", "onnx")
@@ -27,7 +37,50 @@ def library_versions() -> dict[str, str]:
     # what precision="auto" (matching's default) runs here: part of run records, manifests and cache keys
     versions["matching precision"] = "bfloat16" if bf16_supported("cuda" if torch.cuda.is_available() else "cpu") \
         else "float32"
+    versions["lock"] = lock_digest()  # which uv.lock the environment was installed from (the cache key holds it)
     return versions
+
+
+@functools.cache
+def lock_digest(lock: Path = LOCK) -> str:
+    """The lock's identity: ``sha256:`` and the first 12 hex digits of uv.lock's digest; ``none`` without one."""
+    try:
+        return "sha256:" + hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "none"
+
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(requirements: Path = LOCK_REQUIREMENTS) -> dict[str, str]:
+    """The lock's pins that apply to this Python and platform (their markers hold): normalized name -> version."""
+    from packaging.markers import Marker
+
+    pins = {}
+    for line in requirements.read_text().splitlines():
+        if (m := _PIN.match(line)) and (m[3] is None or Marker(m[3]).evaluate()):
+            pins[_normal(m[1])] = m[2]
+    return pins
+
+
+@functools.cache
+def lock_mismatches(requirements: Path = LOCK_REQUIREMENTS) -> tuple[str, ...]:
+    """The locked packages installed here at another version than the lock's, as ``name installed (lock version)``;
+    empty when the environment matches the lock, or when there is no lock to compare with. Missing packages are
+    not counted (``make figures`` installs only the runtime part of the lock)."""
+    try:
+        pins = locked_versions(requirements)
+    except OSError:
+        return ()
+    installed = {_normal(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
+                 if d.metadata["Name"]}
+    return tuple(f"{name} {installed[name]} (lock {version})" for name, version in sorted(pins.items())
+                 if name in installed and installed[name] != version)
 
 
 def now() -> str:

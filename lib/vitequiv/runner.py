@@ -44,6 +44,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .environment import lock_digest, lock_mismatches
 from .paths import LocationError
 from .run.cluster import executor_factory
 from .run.profiles import all_notebooks, available_profiles
@@ -67,6 +68,16 @@ def summary_table(result: SuiteResult) -> str:
     lines.append(f"{'':{width + 1 if width else 0}s}{'total':36s} {'':11s} {sum(r.seconds for r in records):8.1f}s "
                  f"{sum(r.figures for r in records):7d}")
     return "\n".join(lines)
+
+
+def lock_note() -> str:
+    """One line for the summary when the installed versions of locked packages differ from uv.lock's; else ""."""
+    differ = lock_mismatches()
+    if not differ:
+        return ""
+    shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+    return (f"note: this environment does not match the lock (uv.lock {lock_digest()}): {shown}. The run went ahead; "
+            f"its manifests record the installed versions. `make setup` installs the locked ones.")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     print("\n" + summary_table(result))
+    if note := lock_note():
+        print("\n" + note)
     failed = [r for r in result.records if r.status == RunStatus.FAILED]
     if failed:
         names = ", ".join(f"{r.combination}/{r.notebook}" if r.combination else r.notebook for r in failed)
