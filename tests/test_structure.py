@@ -49,6 +49,8 @@ def test_matching_measurements_reaches_both_criteria(tiny_model):
     assert 0 < summary.linf_cos <= 255 and np.isfinite(summary.psnr_rel)
     assert len(result) == 2 and all(r.converged.all() for r in result)
     assert summary.final_rel <= 0.15 and summary.final_cos >= 0.99
+    for key in ("final_rel", "final_linf", "final_cos"):  # the per-pair values behind each median, for claims
+        assert summary.per_pair[key].shape == (2,) and np.median(summary.per_pair[key]) == getattr(summary, key)
 
 
 def test_jacobian_measurements_on_known_linear_map():

@@ -76,6 +76,7 @@ class MatchingSummary:
     final_steps: float
     s_per_pair: float  # mean wall time per pair
     survives_8bit: float  # fraction whose 8-bit rounded last image keeps cosine >= stop_cos
+    per_pair: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # final_* (pairs,)
 
 
 def matching_measurements(
@@ -117,11 +118,13 @@ def matching_measurements(
         return float(np.mean([np.isfinite(e[key]) for e in per_pair]))
 
     fields = {f.name for f in dataclasses.fields(MatchingSummary)} - {"pairs", "reach_cos", "reach_rel", "s_per_pair",
-                                                                     "survives_8bit"}
+                                                                     "survives_8bit", "per_pair"}
     summary = MatchingSummary(
         pairs=len(d0), reach_cos=reached("steps_cos"), reach_rel=reached("steps_rel"),
         s_per_pair=float(np.mean([e["s_per_pair"] for e in per_pair])),
         survives_8bit=float(np.mean([e["survives_8bit"] for e in per_pair])), **{k: median(k) for k in fields},
+        per_pair={k: np.array([e[k] for e in per_pair], dtype=float)
+                  for k in (per_pair[0] if per_pair else {}) if k.startswith("final_")},
     )
     return summary, results
 
