@@ -118,3 +118,19 @@ def test_eot_model_plugs_into_matching(tiny_model):
     result = vitequiv.match_embeddings(eot, x, target, step_rule=vitequiv.Adam(lr=0.01), max_steps=5, progress=False)
     assert result.history["loss"].shape[0] == 6 and np.isfinite(result.history["loss"]).all()
     assert np.nanmean(result.history["embed_l2"][-1]) < np.nanmean(result.history["embed_l2"][0])
+
+
+def test_auc_evidence_is_the_roc_auc_with_an_interval_that_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+    clean, matched, other = rng.normal(size=40), rng.normal(1.5, 1, size=30), rng.normal(0.5, 1, size=30)
+    e = detection.auc_evidence(clean, matched)
+    assert e.value == pytest.approx(detection.roc(clean, matched).auc) and e.n == 30
+    assert e.low < e.value < e.high and "bootstrap over clean and matched images" in e.method
+    few = detection.auc_evidence(clean[:10], matched[:5])
+    assert few.high - few.low > e.high - e.low
+    diff = detection.auc_evidence(clean, matched, other)
+    assert diff.value == pytest.approx(e.value - detection.roc(clean, other).auc) and diff.low < diff.value < diff.high
+    one = detection.auc_evidence(clean, matched[:1])  # a single matched image: held fixed, clean resampled
+    assert one.n == 1 and one.low <= one.value <= one.high and "held fixed" in one.method
+    with pytest.raises(ValueError, match="all finite"):
+        detection.auc_evidence(clean, [np.nan, 1.0])
