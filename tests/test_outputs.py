@@ -3,7 +3,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -156,20 +155,8 @@ def test_bad_output_arguments(tmp_path, monkeypatch, args, error, fragment):
     assert fragment in str(caught.value) and files_under(tmp_path) == []
 
 
-@pytest.mark.parametrize("holds, partly, expected", [
-    (True, False, "holds"), (True, True, "holds"), (False, True, "partly"), (False, False, "not"),
-    (np.float64(1.0) > 0, np.float64(0.0) > 0, "holds"),  # numpy's bools count
-])
-def test_verdict(holds, partly, expected):
-    assert figures.verdict(holds, partly) == expected
-
-
-@pytest.mark.parametrize("holds, partly, fragment", [("yes", False, "holds=...) must be a bool, got str 'yes'"),
-                                                     (True, None, "partly=...) must be a bool, got NoneType")])
-def test_verdict_wants_bools(holds, partly, fragment):
-    with pytest.raises(TypeError) as caught:
-        figures.verdict(holds, partly)
-    assert fragment in str(caught.value)
+def test_the_old_verdict_helper_is_gone():
+    assert not hasattr(vitequiv, "verdict") and not hasattr(figures, "verdict"), "a claim's verdict is vq.Claim's"
 
 
 def test_claims_table(tmp_path):

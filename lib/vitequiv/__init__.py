@@ -28,7 +28,7 @@ from .clip import ZeroShotCLIP, ZeroShotUnavailableError
 from .detection import EOTModel
 from .downstream import KNN, ClassHead, LinearProbe
 from .environment import library_versions
-from .figures import Output, amplify, image_grid, use_style, verdict
+from .figures import Output, amplify, image_grid, use_style
 from .images import ImageLoadError, ImageSet, LabeledSet, labeled_set, lfw_faces, load_images, view_set
 from .jacobians import JacobianMemoryError, LinearMap, Spectrum, jacobian, spectrum, top_spectrum
 from .linearity import LinearityProfile, Walk, linear_region_radius, linearization_profile, null_space_walk
@@ -88,6 +88,6 @@ __all__ = [
     "butteraugli", "butteraugli_available", "jod", "visibility_table", "equal_energy_noise", "VisibilityUnavailable",
     "VisibilityToolError",
     # figures, runs
-    "Output", "Claim", "verdict", "use_style", "image_grid", "amplify", "seed_everything", "library_versions",
+    "Output", "Claim", "use_style", "image_grid", "amplify", "seed_everything", "library_versions",
     "__version__",
 ]

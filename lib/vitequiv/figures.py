@@ -49,7 +49,6 @@ STYLE = {
     "ytick.labelsize": 10,
     "figure.constrained_layout.use": True,
 }
-VERDICTS = ("holds", "partly", "not")
 
 
 def use_style() -> None:
@@ -176,14 +175,6 @@ def flicker(
 INTERACTIVE = "interactive"  # the profile of a run that no profile parameterized (JupyterLab, plain Python)
 PARAMETER_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 _NOTEBOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-def verdict(holds: bool, partly: bool) -> str:
-    """A claim's verdict: ``"holds"`` if ``holds``, else ``"partly"`` if ``partly``, else ``"not"``."""
-    for name, value in (("holds", holds), ("partly", partly)):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"verdict({name}=...) must be a bool, got {type(value).__name__} {value!r}")
-    return "holds" if holds else "partly" if partly else "not"
 
 
 def notebook_parameters(namespace: Mapping[str, Any]) -> dict[str, Any]:
