@@ -480,3 +480,67 @@ def test_auto_is_float32_where_bfloat16_is_missing(monkeypatch):
         match_embeddings(Linear(), images(1, 0), torch.randn(1, 8), precision="bfloat16", progress=False)
     with pytest.raises(ValueError, match="precision must be one of"):
         match_embeddings(Linear(), images(1, 0), torch.randn(1, 8), precision="half", progress=False)
+
+
+# ------------------------------------------------------------------------------------- min-visible (p-norm)
+
+
+def test_min_visible_meets_stop_cos_after_8bit_rounding(tiny_model):
+    tgt = images(3, 61)
+    result = match_embeddings(tiny_model, images(3, 60), tgt, step_rule="min-visible", max_steps=120,
+                              precision="float32", progress=False)
+    assert result.converged.all() and result.step_rule.startswith("MinVisible")
+    assert torch.equal(result.images, metrics.quantize_8bit(result.images))
+    saved = metrics.cosine(tiny_model.embed(result.images), tiny_model.embed(tgt)).detach().numpy()
+    assert (saved >= 0.99).all()
+
+
+def test_min_visible_spreads_the_change_with_smaller_peaks_than_min_norm(tiny_model):
+    src, tgt = images(3, 62), images(3, 63)
+    l2 = match_embeddings(tiny_model, src, tgt, max_steps=120, precision="float32", progress=False)
+    spread = match_embeddings(tiny_model, src, tgt, step_rule="min-visible", max_steps=120, precision="float32",
+                              progress=False)
+    assert l2.converged.all() and spread.converged.all()
+    assert (spread.final["linf_255"] < l2.final["linf_255"]).all(), (spread.final["linf_255"], l2.final["linf_255"])
+
+
+def test_min_visible_batch_equals_singles_to_one_8bit_level(tiny_one_by_one):
+    src, tgt = images(3, 64), images(3, 65)
+    batch = match_embeddings(tiny_one_by_one, src, tgt, step_rule="min-visible", max_steps=40, precision="float32",
+                             progress=False)
+    for i in range(3):
+        alone = match_embeddings(tiny_one_by_one, src[i:i + 1], tgt[i:i + 1], step_rule="min-visible", max_steps=40,
+                                 precision="float32", progress=False)
+        assert alone.steps[0] == batch.steps[i]
+        assert (alone.images[0] - batch.images[i]).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_min_visible_nan_raises_named_error(tiny_model):
+    faulty = Faulty(tiny_model, at=3, pair=0, fault=lambda e: e * float("nan"))
+    with pytest.raises(MatchingError, match=r"pair 0 .* step 2"):
+        match_embeddings(faulty, images(2, 66), tiny_model.embed(images(2, 67)).detach(), step_rule="min-visible",
+                         max_steps=10, progress=False)
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0, 8.0])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_pixel_metric_steepest_direction_attains_the_dual_norm(p, weighted):
+    """<g, d> / ||d|| = ||g||_* for the steepest direction d, and no other direction does better (Hoelder)."""
+    from vitequiv.matching.masking import PixelMetric
+
+    g = torch.Generator().manual_seed(int(p * 10) + weighted)
+    grad = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    weights = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64) + 0.5 if weighted else None
+    metric = PixelMetric(weights, p=p)
+    d = metric.steepest(grad)
+    rate = (grad * d).flatten(1).sum(1) / metric.norm(d)  # (2,)
+    assert torch.allclose(rate, metric.dual(grad), rtol=1e-9)
+    for _ in range(5):  # any other direction gains less per unit of the metric
+        other = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+        assert ((grad * other).flatten(1).sum(1) / metric.norm(other) <= rate + 1e-9).all()
+
+
+@pytest.mark.parametrize("p", [1.0, 0.5, float("inf"), float("nan")])
+def test_min_norm_refuses_a_norm_order_it_cannot_step_in(p):
+    with pytest.raises(ValueError, match="p"):
+        MinNorm(p=p)

@@ -41,6 +41,7 @@ from .matching import (
     MatchingError,
     MatchResult,
     MinNorm,
+    MinVisible,
     NormalizedGD,
     PaperGD,
     SignGD,
@@ -73,8 +74,8 @@ __all__ = [
     "load_model", "EmbeddingModel", "UnknownModelError", "WeightsUnavailableError", "embed_batched", "BlockEmbedding",
     "load_images", "ImageSet", "ImageLoadError", "LabeledSet", "labeled_set", "view_set", "lfw_faces",
     # matching
-    "match_embeddings", "paper_match", "make_step_rule", "STEP_RULES", "StepRule", "MinNorm", "Adam", "PaperGD",
-    "SignGD", "NormalizedGD", "LinfBall", "L2Ball", "MatchResult", "MatchingError", "EOTModel",
+    "match_embeddings", "paper_match", "make_step_rule", "STEP_RULES", "StepRule", "MinNorm", "MinVisible", "Adam",
+    "PaperGD", "SignGD", "NormalizedGD", "LinfBall", "L2Ball", "MatchResult", "MatchingError", "EOTModel",
     # Jacobian, linearity, Lipschitz
     "jacobian", "spectrum", "top_spectrum", "Spectrum", "LinearMap", "JacobianMemoryError", "linearization_profile",
     "LinearityProfile", "linear_region_radius", "null_space_walk", "Walk", "directional_lipschitz",

@@ -101,6 +101,36 @@ def image_grid(
     return fig
 
 
+def where_visible(
+    sources: torch.Tensor, matched: Mapping[str, torch.Tensor], maps: Mapping[str, np.ndarray],
+    row_titles: Sequence[str], *, quantile: float = 0.995, map_label: str = "visible difference",
+) -> plt.Figure:
+    """Where a change shows, per source (rows): the source, then for each method its matched image's difference
+    0.5 + k (x - x0) (k per image, in its title) and its visibility map (B, H, W), one color scale for all maps.
+
+    ``matched[name]`` (B, 3, H, W) are the matched images of ``sources`` (B, 3, H, W), ``maps[name]`` (B, H, W).
+    """
+    import matplotlib.colors as mcolors
+
+    rows, names = len(sources), list(matched)
+    vmax = max(float(np.quantile(maps[n], 0.999)) for n in names) or 1.0
+    fig, axes = plt.subplots(rows, 1 + 2 * len(names), figsize=(2.3 * (1 + 2 * len(names)) + 0.8, 2.5 * rows + 0.6),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set(xticks=[], yticks=[])
+    for i in range(rows):
+        axes[i, 0].imshow(to_numpy_image(sources[i]))
+        axes[i, 0].set_title(f"{row_titles[i]}\nsource", fontsize=10)
+        for j, name in enumerate(names):
+            diff, gain = amplify(matched[name][i] - sources[i], quantile=quantile, fill=0.4)
+            axes[i, 1 + 2 * j].imshow(to_numpy_image(diff))
+            axes[i, 1 + 2 * j].set_title(f"{name}: dx x{gain:g}", fontsize=10)
+            shown = axes[i, 2 + 2 * j].imshow(maps[name][i], cmap="magma", norm=mcolors.Normalize(0, vmax))
+            axes[i, 2 + 2 * j].set_title(f"{name}: where visible", fontsize=10)
+    fig.colorbar(shown, ax=axes, shrink=0.6, label=map_label)
+    return fig
+
+
 def pixels_8bit(image: torch.Tensor) -> np.ndarray:
     """One image (3, H, W) or (1, 3, H, W) in [0, 1] -> its exact 8-bit pixels (H, W, 3) uint8, as a PNG keeps them."""
     levels = quantize_8bit(image.detach().float().cpu().reshape(3, *image.shape[-2:])) * 255  # (3, H, W), whole

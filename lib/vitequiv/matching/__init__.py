@@ -36,6 +36,7 @@ from .rules import (
     STEP_RULES,
     Adam,
     MinNorm,
+    MinVisible,
     NormalizedGD,
     PaperGD,
     Progress,
@@ -48,7 +49,7 @@ from .search import BF16_COS_MARGIN, SETTLE_STEPS, bf16_margin, gray_pairs, matc
 
 __all__ = [
     "BF16_COS_MARGIN", "DEFAULT_STEP_RULE", "HISTORY_KEYS", "PSNR_40_L2", "SETTLE_STEPS", "STEP_RULES", "Adam",
-    "Budget", "L2Ball", "LinfBall", "MatchResult", "MatchingError", "MinNorm", "NormalizedGD", "PaperGD",
+    "Budget", "L2Ball", "LinfBall", "MatchResult", "MatchingError", "MinNorm", "MinVisible", "NormalizedGD", "PaperGD",
     "Progress", "SignGD", "State", "StepRule", "bf16_margin", "gray_pairs", "make_step_rule", "match_embeddings",
     "paper_match", "perceptual_weights",
 ]
