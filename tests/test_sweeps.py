@@ -180,7 +180,7 @@ def test_the_sweep_files_plan_against_the_real_notebooks(path, monkeypatch):
     profiles.check_profile(profile, declared)
     planned, notes = sweeps.plan(sweep, profile, profiles.discover(sweep.selection), declared)
     assert planned and not notes and sweep.name == path.stem
-    assert len({p.folder for p in planned}) == len(planned)
+    assert len({(p.notebook.stem, p.folder) for p in planned}) == len(planned)  # one folder per notebook and values
 
 
 def test_a_missing_sweep_file_lists_the_known_ones(suite):

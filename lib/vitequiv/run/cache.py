@@ -31,7 +31,7 @@ from ..environment import library_versions
 from ..models import EMBEDDED, RANDOM_PREFIX
 from ..paths import KEY_SUFFIX, RUNS, atomic_path
 from ..version import __version__
-from ..weights import checksum_path, weights_path
+from ..weights import checksum_path, sha256_of, weights_path
 from .records import run_record_path
 from .schemas import CACHE_KEY, MANIFEST, RUN_RECORD, read_json
 
@@ -160,14 +160,6 @@ def for_task(env: Mapping[str, Any], candidates: Iterable[str]) -> dict[str, Any
     return {**env, "weights": {k: v for k, v in env["weights"].items() if k in names}}
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _listed(manifest: Mapping) -> list[str]:
     """The files a published manifest lists (figures and tables), relative to the notebook's folder."""
     return [f for kind in ("figures", "tables") for entry in manifest.get(kind, {}).values()
@@ -180,7 +172,7 @@ def output_checksums(root: Path, notebook: str) -> dict[str, str]:
     folder = root / notebook
     manifest, _ = read_json(folder / "manifest.json", MANIFEST)
     names = ["manifest.json", *(_listed(manifest) if manifest else [])]
-    return {name: _file_sha256(folder / name) for name in names if (folder / name).is_file()}
+    return {name: sha256_of(folder / name) for name in names if (folder / name).is_file()}
 
 
 def write_key(root: Path, notebook: str, run_id: str, finished: str, task_inputs: Mapping,
@@ -258,7 +250,7 @@ def lookup(root: Path, notebook: str, task_inputs: Mapping, environments: Sequen
     if unlisted:
         return Lookup(False, f"its published outputs list {', '.join(unlisted[:3])}, which that run did not write")
     changed = [f for f, sha in recorded.items()
-               if not (root / notebook / f).is_file() or _file_sha256(root / notebook / f) != sha]
+               if not (root / notebook / f).is_file() or sha256_of(root / notebook / f) != sha]
     if changed:
         return Lookup(False, f"its published {', '.join(changed[:3])} changed since that run (sha256 differs)")
     if key["inputs"] != dict(task_inputs):
