@@ -182,16 +182,24 @@ def apng_frames(data: bytes) -> int:
 @pytest.mark.notebooks
 def test_flicker_images_keep_their_bytes_and_animate(site, browser, smoke_suite, tmp_path):
     out, base = site
-    folder = smoke_suite.figures / "01_embedding_matching"
-    manifest = json.loads((folder / "manifest.json").read_text())
-    flickers = {(folder / entry["files"][0]).read_bytes() for name, entry in manifest["figures"].items()
+
+    def flickers_of(notebook: str) -> set[bytes]:
+        folder = smoke_suite.figures / notebook
+        manifest = json.loads((folder / "manifest.json").read_text())
+        return {(folder / entry["files"][0]).read_bytes() for name, entry in manifest["figures"].items()
                 if name.startswith("flicker_")}
-    assert len(flickers) == manifest["parameters"]["N_PAIRS"], f"one flicker per pair: {manifest['figures']}"
+
+    first = flickers_of("01_embedding_matching")
+    n_pairs = json.loads((smoke_suite.figures / "01_embedding_matching" / "manifest.json").read_text())["parameters"][
+        "N_PAIRS"]
+    assert len(first) == n_pairs, "one flicker per pair of notebook 01"
+    everyone = set().union(*(flickers_of(name) for name in smoke_suite.records
+                             if (smoke_suite.figures / name / "manifest.json").is_file()))
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     requested: list[str] = []
     context.on("request", lambda request: requested.append(request.url))
     page = context.new_page()
-    for path in ("01_embedding_matching.html", "figures.html"):
+    for path, flickers in (("01_embedding_matching.html", first), ("figures.html", everyone)):  # the index: all
         page.goto(f"{base}/{path}", wait_until="networkidle", timeout=PAGE_TIMEOUT_MS)
         sources = page.evaluate("() => [...document.images].map(i => i.getAttribute('src'))")
         shown = {src: (out / path).parent.joinpath(src).read_bytes() for src in sources}
