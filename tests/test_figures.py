@@ -55,7 +55,7 @@ def _published(root, name, run_id="r1", **run):
 INDEX_CASES = [
     ("ok", lambda r: (_published(r, "nb", "r2"), _record(r, "nb")), "ok", True,
      ["## nb (ok)", "Last run: **ok**, profile `smoke`, 5 s",
-      "| c \\| 1 | p | o | **holds** | nb | ok, profile default |"]),
+      "| c \\| 1 | p | o | - | - | - | **holds** | nb | ok, profile default |"]),  # an old claim: no n, interval
     ("killed runner",
      lambda r: (_published(r, "nb"), _record(r, "nb", status="running", finished=None, pid=_dead_pid())),
      "incomplete", False, ["## nb (incomplete)", "never finished", "earlier run: ok, profile `default`, 100 s"]),
