@@ -77,8 +77,10 @@ def lock_mismatches(requirements: Path = LOCK_REQUIREMENTS) -> tuple[str, ...]:
         pins = locked_versions(requirements)
     except OSError:
         return ()
-    installed = {_normal(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()
-                 if d.metadata["Name"]}
+    installed: dict[str, str] = {}
+    for d in importlib.metadata.distributions():  # the first on sys.path, as imports find it (setuptools appends
+        if d.metadata["Name"]:                     # its _vendor folder, whose older copies must not count)
+            installed.setdefault(_normal(d.metadata["Name"]), d.version)
     return tuple(f"{name} {installed[name]} (lock {version})" for name, version in sorted(pins.items())
                  if name in installed and installed[name] != version)
 
