@@ -255,6 +255,18 @@ def test_history_frame(tiny_model):
     assert len(frame) == 8 and {"step", "pair", "loss", "cosine", "psnr", "linf_255"} <= set(frame.columns)
 
 
+def test_table_has_one_row_per_pair_with_its_final_metrics(tiny_model):
+    src, tgt = images(3, seed=0), images(3, seed=1)
+    r = match_embeddings(tiny_model, src, tgt, max_steps=20, stop_cos=0.95, progress=False)
+    table = r.table(["a", "b", "c"], method="min-norm")
+    assert list(table["pair"]) == ["a", "b", "c"] and set(table["method"]) == {"min-norm"}
+    np.testing.assert_array_equal(table["matched"], r.converged)
+    np.testing.assert_allclose(table["PSNR (dB)"], r.final["psnr"])
+    np.testing.assert_allclose(table["SSIM"], r.ssim())
+    np.testing.assert_allclose(table["cos after 8-bit"], r.quantized_cosine)
+    np.testing.assert_array_equal(table["indistinguishable"], metrics.indistinguishable(r.final["psnr"], r.ssim()))
+
+
 def test_adam_matches_torch_optim_adam():
     model, src = Linear(), torch.full((2, 3, 32, 32), 0.5)
     tgt = torch.randn(2, 8, generator=torch.Generator().manual_seed(3))

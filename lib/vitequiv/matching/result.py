@@ -2,13 +2,17 @@
 (:class:`MatchingError`)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
 from .. import metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HISTORY_KEYS = ("loss", "cosine", "embed_l2", "l1_255", "l2_255", "linf_255", "psnr", "grad_norm", "passes")
 
@@ -81,7 +85,26 @@ class MatchResult:
         """(B,) structural similarity of each matched image to its source."""
         return metrics.ssim(self.images, self.sources)
 
-    def to_frame(self):
+    def table(self, labels: Sequence[str] | None = None, method: str | None = None) -> pd.DataFrame:
+        """One row per pair: cosine to the target before and after, whether it matched, steps, PSNR, SSIM, whether
+        it is indistinguishable by :func:`metrics.indistinguishable`, L-inf, L2 and mean |dx| (1/255 units) and the
+        cosine after 8-bit rounding. ``labels`` name the pairs (default 0, 1, ...); ``method`` adds its column."""
+        import pandas as pd
+
+        final, ssim = self.final, self.ssim()  # (B,) each
+        quantized = self.quantized_cosine if self.quantized_cosine is not None else np.full(len(self.steps), np.nan)
+        frame = pd.DataFrame({
+            "pair": list(labels) if labels is not None else range(len(self.steps)),
+            "cos before": self.history["cosine"][0], "cos after": final["cosine"], "matched": self.converged,
+            "steps": self.steps, "PSNR (dB)": final["psnr"], "SSIM": ssim,
+            "indistinguishable": metrics.indistinguishable(final["psnr"], ssim), "L-inf (1/255)": final["linf_255"],
+            "L2 (1/255)": final["l2_255"], "mean |dx| (1/255)": final["l1_255"], "cos after 8-bit": quantized,
+        })
+        if method is not None:
+            frame.insert(1, "method", method)
+        return frame
+
+    def to_frame(self) -> pd.DataFrame:
         """History as a long pandas DataFrame with columns step, pair and one per metric."""
         import pandas as pd
 
