@@ -22,6 +22,7 @@ Modules: :mod:`.style` (the look), :mod:`.images` (image grids, amplified change
 """
 from __future__ import annotations
 
+from . import detection, downstream, layers, lipschitz, matching, normal_space, subspaces  # the figures by finding
 from .images import (
     FLICKER_BACKGROUND,
     FLICKER_GAP,
@@ -40,6 +41,7 @@ from .output import INTERACTIVE, PARAMETER_NAME, Output, claim_columns, notebook
 from .style import METHOD_COLORS, STYLE, use_style
 
 __all__ = [
+    "detection", "downstream", "layers", "lipschitz", "matching", "normal_space", "subspaces",
     "FLICKER_BACKGROUND", "FLICKER_GAP", "FLICKER_LABEL_HEIGHT", "INTERACTIVE", "METHOD_COLORS", "PARAMETER_NAME",
     "STYLE", "Output", "amplify", "claim_columns", "flicker", "flicker_frame", "image_grid", "notebook_parameters",
     "pixels_8bit", "png_8bit", "show_png", "to_numpy_image", "use_style", "where_visible", "zoom_nearest",

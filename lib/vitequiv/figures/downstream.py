@@ -1,0 +1,3 @@
+"""Figures of downstream overgeneralization (notebook 06):
+each function takes measured data and returns a matplotlib figure for ``out.figure``."""
+from __future__ import annotations
