@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from vitequiv.images import ImageSet
 from vitequiv.jacobians import (
     JacobianMemoryError,
     LinearMap,
@@ -11,6 +12,7 @@ from vitequiv.jacobians import (
     jacobian,
     jacobian_bytes,
     jvp,
+    photo_spectra,
     spectrum,
     top_spectrum,
     vjp,
@@ -110,3 +112,15 @@ def test_same_seed_same_numbers(tiny_model, tiny_x, tiny_J):
     assert torch.equal(jacobian(tiny_model, tiny_x), tiny_J)
     a, b = top_spectrum(tiny_model, tiny_x, k=4, seed=5), top_spectrum(tiny_model, tiny_x, k=4, seed=5)
     assert torch.equal(a.s, b.s) and torch.equal(a.V, b.V)
+
+
+def test_photo_spectra_gives_each_photos_jacobian_spectrum_and_row(linear):
+    photos = ImageSet(torch.rand(2, *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(6)),
+                      ["a", "b"])
+    jacobians, spectra, table = photo_spectra(linear, photos)
+    assert list(jacobians) == list(spectra) == ["a", "b"] and torch.allclose(jacobians["b"], linear.A, atol=1e-14)
+    assert table["photo"].tolist() == ["a", "b"] and (table["rank"] == 6).all() and (table["embedding D"] == 10).all()
+    assert (table["pixels P"] == 192).all() and table["null fraction"].tolist() == pytest.approx([1 - 6 / 192] * 2)
+    assert table["s_max"].tolist() == pytest.approx([5.0] * 2)
+    assert table["s_min kept"].tolist() == pytest.approx([0.5] * 2)
+    assert (table["seconds"] >= 0).all() and table["entropy rank"].between(1, 6).all()

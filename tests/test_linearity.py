@@ -3,7 +3,14 @@ import pytest
 import torch
 
 from vitequiv.jacobians import LinearMap, jacobian, spectrum
-from vitequiv.linearity import linear_region_radius, linearization_profile, null_space_walk
+from vitequiv.linearity import (
+    direction_profiles,
+    linear_region_radius,
+    linearization_profile,
+    null_space_walk,
+    radius_table,
+    walk_table,
+)
 
 SHAPE = (3, 8, 8)
 
@@ -78,3 +85,30 @@ def test_walk_from_a_given_spectrum_is_the_walk_that_computes_it(tiny_model, x):
     assert given.relinearizations == computed.relinearizations == 2
     with pytest.raises(ValueError, match="start must be the Spectrum of the Jacobian at x"):
         null_space_walk(tiny_model, x, start=spectrum(torch.randn(8, 3 * 16 * 16), (3, 16, 16)), **kw)
+
+
+def test_direction_profiles_and_their_table_on_a_linear_map():
+    f = LinearMap.with_singular_values(torch.tensor([3.0, 2.0, 1.0]), D=5, input_shape=SHAPE, seed=1)
+    x = torch.rand(1, *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    profiles = direction_profiles(f, x, spectrum(f.A, SHAPE), f.A, seed=2)
+    assert list(profiles) == ["top singular", "null space", "random"]
+    assert profiles["top singular"].jv_norm == pytest.approx(3.0) and profiles["null space"].jv_norm < 1e-12
+    assert 0 < profiles["random"].jv_norm < 3.0
+    table = radius_table(profiles, 0.2)
+    assert table.columns.tolist() == ["direction", "||J v||", "linear radius (rel. error <= 0.2)", "change at t=1",
+                                      "change at t=10"]
+    assert table["direction"].tolist() == list(profiles)
+    top = table.iloc[0]  # linear: radius the largest step, change t ||J v||
+    assert top["linear radius (rel. error <= 0.2)"] == profiles["top singular"].ts[-1].item()
+    assert top["change at t=1"] == pytest.approx(3.0) and top["change at t=10"] == pytest.approx(30.0)
+
+
+def test_walk_table_lists_every_checkpoint_of_each_walk(tiny_model, x):
+    kw = dict(n_steps=4, step_size=1.0, relinearize_every=2, checkpoint_every=2, seed=3)
+    null, control = null_space_walk(tiny_model, x, **kw), null_space_walk(tiny_model, x, project=False, **kw)
+    table = walk_table({"null space": null, "random": control})
+    assert table["walk"].tolist() == ["null space"] * 3 + ["random"] * 3 and table["step"].tolist() == [0, 2, 4] * 2
+    assert table["pixel L2 (1/255)"].tolist() == null.pixel_l2_255.tolist() + control.pixel_l2_255.tolist()
+    assert table["cosine to start"].iloc[0] == pytest.approx(1.0)
+    moved = table[table["step"] > 0]  # at the start both distances are 0
+    assert (moved["embedding L2"] / moved["embedding L2 / ||f(x0)||"]).tolist() == pytest.approx([null.embed_norm] * 4)

@@ -18,6 +18,7 @@ from . import (
     matching,
     metrics,
     models,
+    normal_space,
     paths,
     structure,
     systematic,
@@ -69,7 +70,8 @@ from .weights import WeightsUnavailableError
 __all__ = [
     # modules
     "assignments", "claims", "clip", "detection", "downstream", "figures", "hub", "images", "jacobians",
-    "linearity", "lipschitz", "matching", "metrics", "models", "paths", "structure", "systematic", "visibility",
+    "linearity", "lipschitz", "matching", "metrics", "models", "normal_space", "paths", "structure", "systematic",
+    "visibility",
     # models and images
     "load_model", "EmbeddingModel", "UnknownModelError", "WeightsUnavailableError", "embed_batched", "BlockEmbedding",
     "load_images", "ImageSet", "ImageLoadError", "LabeledSet", "labeled_set", "view_set", "lfw_faces",

@@ -8,6 +8,7 @@ the input space at 224 px) leaves the embedding unchanged to first order.
   with its memory need checked before anything large is allocated.
 - :class:`Spectrum`: singular values and vectors, obtained from the small Gram matrix J J^T (D x D) rather than
   an SVD of the D x P matrix; ranks, null-space fraction, and projectors that never build a P x P matrix.
+- :func:`photo_spectra`: both for each of a set of photos, timed, with a table of their ranks.
 - :func:`top_spectrum`: the top-k singular triplets matrix-free (block Krylov on J^T J with reverse-mode
   products only), for models whose full Jacobian is too large or too slow.
 - :func:`jvp` / :func:`vjp`: single products J v and J^T u.
@@ -20,9 +21,10 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +33,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from . import jacobian_cache
 from .precision import float32_only
 from .tensors import Value, as_count, as_floats, as_image, model_device, model_dtype, model_hw
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .images import ImageSet
 
 RANK_RTOL = 1e-5  # numerical rank: singular values above RANK_RTOL * s_max (float32 Jacobian noise is ~1e-6)
 
@@ -320,6 +327,25 @@ def spectrum(J: Tensor, input_shape: tuple[int, ...], *, batch_size: int = 8192)
     for c in range(0, P, batch_size):
         V[:, c:c + batch_size] = (scale.T @ J[:, c:c + batch_size].double()).to(J.dtype)
     return Spectrum(s.to(J.dtype), U[:, :keep].to(J.dtype), V, tuple(input_shape))
+
+
+def photo_spectra(
+    model, photos: ImageSet, *, cache: bool | Literal["refresh"] = False,
+) -> tuple[dict[str, Tensor], dict[str, Spectrum], pd.DataFrame]:
+    """The full Jacobian (D, P) and its :class:`Spectrum` at each photo of ``photos``, and one table row per photo:
+    pixels P, embedding D, numerical and entropy rank, null fraction, largest and smallest kept singular value and
+    the seconds both took. ``cache`` as in :func:`jacobian` (``"refresh"`` times the computation and stores it)."""
+    import pandas as pd
+
+    jacobians, spectra, rows = {}, {}, []
+    for name in photos.names:
+        start = time.perf_counter()
+        J = jacobians[name] = jacobian(model, photos[name], cache=cache)  # (D, P)
+        s = spectra[name] = spectrum(J, photos[name].shape[1:])
+        rows.append({"photo": name, "pixels P": s.num_pixels, "embedding D": J.shape[0], "rank": s.rank(),
+                     "entropy rank": s.entropy_rank(), "null fraction": s.null_fraction(), "s_max": float(s.s[0]),
+                     "s_min kept": float(s.s[s.rank() - 1]), "seconds": time.perf_counter() - start})
+    return jacobians, spectra, pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------------------------------------- matrix-free top-k

@@ -3,21 +3,29 @@
 - :func:`linearization_profile`: along a unit direction v, for a log-spaced range of step lengths t, the change
   ||f(x + t v) - f(x)|| and the error of the first-order prediction ||f(x + t v) - f(x) - t J v||;
   :meth:`LinearityProfile.radius` is the largest t for which the relative error stays below a tolerance.
+- :func:`direction_profiles`: that profile along the three kinds of direction (top singular, null, random), and
+  :func:`radius_table` the table of their ||J v||, linear radii and changes.
 - :func:`null_space_walk`: many small pixel steps, each projected onto the null space of the *current*
-  Jacobian (re-linearized every few steps), so the picture changes while the embedding barely does.
+  Jacobian (re-linearized every few steps), so the picture changes while the embedding barely does;
+  :func:`walk_table` lists the checkpoints of several walks.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from . import metrics
 from .jacobians import Spectrum, jacobian, jvp, model_input, spectrum, top_spectrum
-from .lipschitz import changes_along, log_interp, unit
+from .lipschitz import changes_along, log_interp, null_directions, random_directions, top_directions, unit
 from .precision import float32_only
-from .tensors import Value, as_count, as_direction, as_floats, as_image, as_lengths, as_positive
+from .tensors import Value, as_count, as_direction, as_floats, as_image, as_lengths, as_positive, model_device
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_TS = torch.logspace(-3, 2, 26, dtype=torch.float64)  # pixel-space L2 step lengths 1e-3 ... 1e2
 
@@ -89,6 +97,26 @@ def linearization_profile(
 def linear_region_radius(model, x: Tensor, v: Tensor, tol: float = 0.1, ts: Tensor | None = None, **kw) -> float:
     """Largest step t along unit v for which the relative linearization error stays below ``tol`` (see radius)."""
     return linearization_profile(model, x, v, ts, **kw).radius(tol)
+
+
+def direction_profiles(model, x: Tensor, spec: Spectrum, jac: Tensor, *, seed: int = 0) -> dict[str, LinearityProfile]:
+    """Linearization profiles at one image ``x`` along a unit direction of each kind: the top right-singular vector
+    of ``spec`` (the largest stretch), a random direction projected onto its null space, and a plain random one
+    (both from ``seed``); J v from the Jacobian ``jac`` (D, P) at ``x``."""
+    directions = {"top singular": top_directions(spec, 1)[0], "null space": null_directions(spec, 1, seed=seed)[0],
+                  "random": random_directions(1, x.shape[1:], seed=seed, device=model_device(model))[0]}  # (3, H, W)
+    return {kind: linearization_profile(model, x, v, jac=jac) for kind, v in directions.items()}
+
+
+def radius_table(profiles: Mapping[str, LinearityProfile], tol: float = 0.1) -> pd.DataFrame:
+    """One row per named direction: ||J v||, the linear radius at relative error ``tol`` (:meth:`radius`) and the
+    embedding change at step lengths 1 and 10."""
+    import pandas as pd
+
+    return pd.DataFrame([{"direction": name, "||J v||": p.jv_norm,
+                          f"linear radius (rel. error <= {tol})": p.radius(tol),
+                          "change at t=1": p.change_at(1.0), "change at t=10": p.change_at(10.0)}
+                         for name, p in profiles.items()])
 
 
 # ---------------------------------------------------------------------------------------------- null-space walk
@@ -205,3 +233,16 @@ def null_space_walk(
         embed_l2=(fs - f0).norm(dim=1), embed_cos=metrics.cosine(fs, f0.expand_as(fs)), embed_norm=float(f0.norm()),
         relinearizations=relinearizations,
     )
+
+
+def walk_table(walks: Mapping[str, Walk]) -> pd.DataFrame:
+    """Every checkpoint of each named walk: pixel L2 and L-inf distance to the start (1/255 units), PSNR, and the
+    embedding's L2 distance (also relative to ||f(x0)||) and cosine to the start."""
+    import pandas as pd
+
+    return pd.concat([pd.DataFrame({"walk": name, "step": w.steps, "pixel L2 (1/255)": w.pixel_l2_255.numpy(),
+                                    "pixel Linf (1/255)": w.pixel_linf_255.numpy(), "PSNR (dB)": w.psnr.numpy(),
+                                    "embedding L2": w.embed_l2.numpy(),
+                                    "embedding L2 / ||f(x0)||": (w.embed_l2 / w.embed_norm).numpy(),
+                                    "cosine to start": w.embed_cos.numpy()})
+                      for name, w in walks.items()])
