@@ -9,10 +9,17 @@ import torch
 
 import vitequiv
 from vitequiv.clip import ZeroShotCLIP, ZeroShotUnavailableError
-from vitequiv.downstream import KNN, ClassHead, LinearProbe
+from vitequiv.downstream import KNN, PHOTO_PROMPTS, ClassHead, LinearProbe, photo_prompts, probe_and_knn
 from vitequiv.images import labeled_set
+from vitequiv.metrics import psnr
 from vitequiv.models import embed_batched
-from vitequiv.systematic import other_class_targets, systematic_evaluation
+from vitequiv.systematic import (
+    evaluate_classifiers,
+    other_class_targets,
+    own_head_evaluation,
+    summary_table,
+    systematic_evaluation,
+)
 
 PHOTOS = ["astronaut", "cat", "coffee", "rocket"]
 
@@ -190,6 +197,69 @@ def test_default_matcher_runs(tiny_model, labeled_images):
     result = systematic_evaluation(tiny_model, knn, images[:6], labels[:6], max_steps=2, progress=False)
     assert result.matched_images.shape == (6, 3, 32, 32)
     assert 0 <= result.matched_images.min() and result.matched_images.max() <= 1
+
+
+def test_evaluate_classifiers_matches_once_and_rescores_the_others(tiny_model, labeled_images):
+    images, labels, knn = labeled_images
+    calls = []
+
+    def recording(model, sources, targets, **kwargs):
+        calls.append(len(sources))
+        return target_matcher(model, sources, targets)
+
+    probe = LinearProbe(C=0.01).fit(embed_batched(tiny_model, images), labels, ["a", "b", "c"])
+    evaluated = evaluate_classifiers(tiny_model, {"knn": knn, "probe": probe}, images, labels,
+                                     embed_batched(tiny_model, images), seed=2, match_fn=recording)
+    assert list(evaluated) == ["knn", "probe"] and calls == [12]  # one matching run for both
+    alone = systematic_evaluation(tiny_model, probe, images, labels, seed=2, match_fn=target_matcher)
+    rescored = evaluated["probe"]
+    assert rescored.matched_images is evaluated["knn"].matched_images
+    assert np.array_equal(rescored.target_indices, alone.target_indices)
+    assert np.allclose(rescored.matched_proba, alone.matched_proba, atol=1e-6)
+    assert np.allclose(rescored.clean_proba, alone.clean_proba, atol=1e-6)
+
+
+def test_own_head_labels_each_image_by_its_own_prediction(tiny_model, labeled_images):
+    images = labeled_images[0][:6]
+    result = own_head_evaluation(tiny_model, images, seed=0, match_fn=identity_matcher)
+    assert result.clean_accuracy == 1.0 and result.systematic_accuracy == 1.0  # unchanged images keep the answer
+    assert len(result.class_names) == 1000
+
+
+def test_per_image_probabilities_quality_and_summary(tiny_model, labeled_images):
+    images, labels, knn = labeled_images
+    result = systematic_evaluation(tiny_model, knn, images, labels, match_fn=target_matcher, seed=0)
+    n = np.arange(12)
+    assert np.array_equal(result.matched_target_proba, result.matched_proba[n, result.target_labels])
+    assert np.array_equal(result.matched_source_proba, result.matched_proba[n, result.source_labels])
+    assert np.array_equal(result.clean_source_proba, result.clean_proba[n, result.source_labels])
+    assert result.matched_target_proba.min() == 1.0 and result.clean_source_proba.min() == 1.0  # 1-NN, exact matches
+    psnr_db, ssim_value = result.image_quality(images)
+    assert psnr_db.shape == ssim_value.shape == (12,) and ssim_value.max() < 1
+    assert np.allclose(psnr_db, psnr(images[result.target_indices], images).numpy())  # matched = the target image
+    line = result.describe_matching(images, psnr_db, ssim_value)
+    assert line.startswith("matched 12 images; cosine to target mean 1.000") and f"{np.median(psnr_db):.1f} dB" in line
+    table = summary_table({("set", "1-NN"): result, ("set", "same"): result})
+    assert list(table.columns) == ["labeled set", "classifier", "test images", "classes", "clean accuracy",
+                                   "systematic accuracy", "follows-embedding rate", "follows target's prediction",
+                                   "cosine matched-target (mean)"]
+    assert table.classifier.tolist() == ["1-NN", "same"] and table["test images"].tolist() == [12, 12]
+    assert table["classes"].tolist() == [3, 3] and table["systematic accuracy"].tolist() == [0.0, 0.0]
+    assert table["follows-embedding rate"].tolist() == [1.0, 1.0]
+
+
+def test_probe_and_knn_are_fitted_on_the_same_embeddings():
+    x, y = clusters()
+    fitted = probe_and_knn(x, y, ["a", "b", "c", "d"], k=3)
+    assert list(fitted) == ["linear probe", "3-NN (cosine)"]
+    assert isinstance(fitted["linear probe"], LinearProbe) and fitted["3-NN (cosine)"].k == 3
+    assert all(np.mean(clf.predict(x) == y) == 1.0 and clf.class_names == ["a", "b", "c", "d"]
+               for clf in fitted.values())
+
+
+def test_photo_prompts_describe_photos_and_keep_other_names():
+    assert photo_prompts(["hubble", "cat"]) == ["galaxies in deep space", "cat"]
+    assert set(PHOTO_PROMPTS) <= set(vitequiv.images.BUNDLED)  # each prompt belongs to a bundled photo
 
 
 # ------------------------------------------------------------------------------------ real, offline

@@ -131,6 +131,13 @@ class KNN(_Fitted):
         return super().fit(embeddings, labels, class_names)
 
 
+def probe_and_knn(embeddings: Array, labels: Array, class_names: Sequence[str], k: int = 5) -> dict[str, _Fitted]:
+    """A :class:`LinearProbe` and a cosine :class:`KNN` with ``k`` neighbors, both fitted on the same labeled
+    embeddings (N, D), by name ("linear probe", "<k>-NN (cosine)"): the two downstream models fitted offline."""
+    return {"linear probe": LinearProbe().fit(embeddings, labels, class_names),
+            f"{k}-NN (cosine)": KNN(k=k).fit(embeddings, labels, class_names)}
+
+
 class ClassHead(Downstream):
     """The model's own classifier head, applied to its embedding: ``softmax(head(embed(x)))``.
 
@@ -164,3 +171,15 @@ class ClassHead(Downstream):
         x = as_embeddings(embeddings, "embeddings", width=weight.shape[1], device=weight.device, dtype=weight.dtype)
         logits = self.head(x)  # (N, K)
         return as_numpy(logits.softmax(dim=1).double())
+
+
+PHOTO_PROMPTS = {  # what CLIP's text tower is told each bundled photo shows, where its name does not say it
+    "motorcycle_left": "motorcycle", "motorcycle_right": "motorcycle", "grace_hopper": "woman in uniform",
+    "cells": "microscope image of stained cells", "hubble": "galaxies in deep space", "china": "temple",
+    "camera": "man with a camera", "retina": "retina",
+}
+
+
+def photo_prompts(class_names: Sequence[str]) -> list[str]:
+    """Zero-shot text prompts for classes named after bundled photos: :data:`PHOTO_PROMPTS`, else the name."""
+    return [PHOTO_PROMPTS.get(name, name) for name in class_names]

@@ -11,16 +11,22 @@ local Lipschitz constant s_max badly, which is why sampling-based estimates such
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .jacobians import Spectrum, jvp, model_input
+from .jacobians import Spectrum, cast_model, jvp, model_input
 from .models import embed_batched
 from .precision import float32_only
 from .tensors import Value, as_count, as_direction, as_directions, as_lengths, as_positive, image_shape
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .matching import MatchResult
 
 DEFAULT_EPS = torch.logspace(-1, -12, 23, dtype=torch.float64)  # 1e-1 ... 1e-12, half-decade steps
 
@@ -152,3 +158,110 @@ def sampled_lipschitz_max(
     _, x = model_input(model, x, dtype)
     dirs = random_directions(n_random, x.shape[1:], seed=seed, dtype=x.dtype, device=x.device)
     return float(sampled_lipschitz(model, x, dirs, eps, dtype=dtype, batch_size=batch_size).max())
+
+
+def directions_by_kind(spectrum: Spectrum, matching: Tensor, n_top: int, n_random: int, *,
+                       seed: int = 0) -> dict[str, Tensor]:
+    """The four kinds of directions compared, each (n, 3, H, W): the top ``n_top`` singular ones (at most as
+    many as the spectrum holds), the ``matching`` ones given (unit perturbations of a matching run), and
+    ``n_random`` random and ``n_random`` null-space ones drawn from ``seed``."""
+    return {"top singular": top_directions(spectrum, min(n_top, len(spectrum.V))), "matching": matching,
+            "random": random_directions(n_random, spectrum.input_shape, seed=seed, device=matching.device),
+            "null space": null_directions(spectrum, n_random, seed=seed)}
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def sensitivity_table(spectra: Mapping[str, Spectrum], match: MatchResult) -> pd.DataFrame:
+    """One row per photo: its Jacobian's rank and s_max, and the cosine to the target and the L2 size of the
+    perturbation its matching run (``match``, one pair per photo in the same order) reached."""
+    import pandas as pd
+
+    return pd.DataFrame({"photo": list(spectra), "rank": [s.rank() for s in spectra.values()],
+                         "s_max": [float(s.s[0]) for s in spectra.values()],
+                         "match cosine to target": match.final["cosine"], "match L2 (1/255)": match.final["l2_255"]})
+
+
+def eps_sweep(model, x: Tensor, directions: Mapping[str, Tensor], jacobian: Tensor, eps: Tensor) -> pd.DataFrame:
+    """L(x, v, eps) of one image x (1, 3, H, W) along each named direction (3, H, W) for every eps, in float32
+    (the model as given) and float64 (a cast copy): columns direction, dtype, eps, L and the exact ||J v|| from
+    ``jacobian`` (D, 3HW), the eps -> 0 limit."""
+    import pandas as pd
+
+    models = {"float32": model, "float64": cast_model(model, torch.float64)}
+    rows = []
+    for kind, v in directions.items():
+        jv = float((jacobian.double() @ v.flatten().double()).norm())
+        for dtype, dtype_model in models.items():
+            L = directional_lipschitz(dtype_model, x, v, eps)  # (E,), x cast to the model's dtype
+            rows += [{"direction": kind, "dtype": dtype, "eps": float(e), "L": float(estimate), "||Jv||": jv}
+                     for e, estimate in zip(eps, L)]
+    return pd.DataFrame(rows)
+
+
+def breakdown_table(sweep: pd.DataFrame, at_eps: float) -> pd.DataFrame:
+    """Per direction of an :func:`eps_sweep`: ||J v||, and per dtype L at ``at_eps`` (interpolated in log eps)
+    and the :func:`breakdown_eps` where L leaves ||J v|| by more than 10 %."""
+    import pandas as pd
+
+    rows = []
+    for kind, group in sweep.groupby("direction", sort=False):
+        jv = group["||Jv||"].iloc[0]
+        row = {"direction": kind, "||Jv||": jv}
+        for dtype in ("float32", "float64"):
+            d = group[group.dtype == dtype].reset_index(drop=True)
+            row[f"L at eps={at_eps:g} ({dtype})"] = log_interp(at_eps, d.eps, d.L)
+            row[f"breakdown eps ({dtype})"] = breakdown_eps(d.eps, d.L, jv)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def breakdown_decades(breakdown: pd.DataFrame, kind: str, floor: float) -> tuple[float, float, float]:
+    """For direction ``kind`` of a :func:`breakdown_table`: the float32 and float64 breakdown eps and how many
+    decades apart they are, a breakdown of 0 (none within the sweep) counted as ``floor``, NaN (never within
+    10 %) as 0 decades."""
+    row = breakdown.set_index("direction").loc[kind]
+    e32, e64 = row["breakdown eps (float32)"], row["breakdown eps (float64)"]
+    return e32, e64, np.nan_to_num(np.log10(max(e32, floor) / max(e64, floor)))
+
+
+def across_photos(
+    model, images: Tensor, spectra: Mapping[str, Spectrum], matching: Tensor, eps: float, *, n_top: int,
+    n_random: int, n_sampled: int, direction_seed: int, sample_seed: int, dtype: torch.dtype = torch.float64,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """L at one ``eps`` in ``dtype`` along each kind of :func:`directions_by_kind` of every photo (images
+    (N, 3, H, W), ``spectra`` and unit ``matching`` directions (N, 3, H, W) in the same order), and each photo's
+    s_max against the max over ``n_sampled`` random directions (:func:`sampled_lipschitz_max`).
+
+    Returns (one row per direction: photo, direction, L) and (one row per photo: photo, s_max, the sampled max
+    and their ratio).
+    """
+    import pandas as pd
+
+    estimates, summary = [], []
+    for i, (name, spectrum) in enumerate(spectra.items()):
+        x = images[i:i + 1]  # (1, 3, H, W)
+        for kind, dirs in directions_by_kind(spectrum, matching[i:i + 1], n_top, n_random,
+                                             seed=direction_seed).items():
+            L = sampled_lipschitz(model, x, dirs, eps, dtype=dtype)  # (n,)
+            estimates += [{"photo": name, "direction": kind, "L": float(estimate)} for estimate in L]
+        sampled = sampled_lipschitz_max(model, x, n_sampled, eps, seed=sample_seed, dtype=dtype)
+        summary.append({"photo": name, "s_max": float(spectrum.s[0]), f"max over {n_sampled} random": sampled,
+                        "s_max / sampled max": float(spectrum.s[0]) / sampled})
+    return pd.DataFrame(estimates), pd.DataFrame(summary)
+
+
+def photo_table(estimates: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per photo of :func:`across_photos`: the median L per direction kind beside s_max and the sampled
+    max."""
+    medians = estimates.groupby(["photo", "direction"], sort=False).L.median().unstack()  # (photos, kinds)
+    return medians.add_prefix("median L, ").reset_index().merge(summary, on="photo")
+
+
+def relative_estimates(estimates: pd.DataFrame, kind: str, reference: str) -> pd.Series:
+    """L of each ``kind`` direction of :func:`across_photos` over its photo's median L along ``reference``
+    directions: how much less (or more) it stretches the embedding."""
+    medians = estimates[estimates.direction == reference].groupby("photo").L.median()  # (photos,)
+    chosen = estimates[estimates.direction == kind]
+    return chosen.L / chosen.photo.map(medians)

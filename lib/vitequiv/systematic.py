@@ -4,17 +4,21 @@ follow the embedding, as the paper argues they must)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .downstream import Array, Downstream, as_labels, as_numpy
+from .downstream import Array, ClassHead, Downstream, as_labels, as_numpy
+from .metrics import linf_255, psnr, ssim
 from .models import EmbeddingModel, embed_batched
 from .tensors import Value, as_count, as_images, model_dtype, model_hw
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def other_class_targets(labels: Array, seed: int = 0) -> np.ndarray:
@@ -73,6 +77,33 @@ class SystematicResult:
     def follows_target_prediction(self) -> float:
         """Fraction of matched images given the prediction the target image itself gets (right or wrong)."""
         return float(np.mean(self.matched_pred == self.clean_pred[self.target_indices]))
+
+    @property
+    def matched_target_proba(self) -> np.ndarray:
+        """(N,) probability of the target's class on each matched image: near 1 when it follows the embedding."""
+        return self.matched_proba[np.arange(len(self.source_labels)), self.target_labels]
+
+    @property
+    def matched_source_proba(self) -> np.ndarray:
+        """(N,) probability of the source's own class on each matched image."""
+        return self.matched_proba[np.arange(len(self.source_labels)), self.source_labels]
+
+    @property
+    def clean_source_proba(self) -> np.ndarray:
+        """(N,) probability of the true class on each original image: the confidence to compare with."""
+        return self.clean_proba[np.arange(len(self.source_labels)), self.source_labels]
+
+    def image_quality(self, originals: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """PSNR (dB) and SSIM (N,) each of every matched image against its original (N, 3, H, W)."""
+        return psnr(self.matched_images, originals).numpy(), ssim(self.matched_images, originals)
+
+    def describe_matching(self, originals: torch.Tensor, psnr_db: np.ndarray, ssim_value: np.ndarray) -> str:
+        """One line on how far matching went: cosine to the targets, the largest pixel change against the
+        originals (N, 3, H, W), median PSNR and SSIM (from :meth:`image_quality`)."""
+        return (f"matched {len(originals)} images; cosine to target mean {self.embedding_cosine.mean():.3f} "
+                f"(min {self.embedding_cosine.min():.3f}); max |dx| "
+                f"{linf_255(self.matched_images - originals).max():.1f}/255, PSNR median "
+                f"{np.median(psnr_db):.1f} dB, SSIM median {np.median(ssim_value):.3f}")
 
     def summary(self) -> dict[str, float]:
         return {
@@ -138,3 +169,40 @@ def systematic_evaluation(
         embedding_cosine=as_numpy(F.cosine_similarity(matched_emb, clean[torch.as_tensor(targets)], dim=1)),
         class_names=downstream.class_names,
     )
+
+
+def evaluate_classifiers(
+    model: EmbeddingModel, classifiers: Mapping[str, Downstream], images: Value, labels: Array, clean_emb: Array,
+    *, seed: int = 0, **match_kwargs,
+) -> dict[str, SystematicResult]:
+    """:func:`systematic_evaluation` of every classifier of ``model``'s embedding on the same matched images:
+    matching runs once, for the first classifier, and the others are :meth:`~SystematicResult.rescored` from the
+    originals' embeddings ``clean_emb`` (N, D) and the matched images' embeddings."""
+    (first_name, first), *others = classifiers.items()
+    result = systematic_evaluation(model, first, images, labels, seed=seed, **match_kwargs)
+    matched_emb = embed_batched(model, result.matched_images)  # (N, D)
+    return {first_name: result} | {name: result.rescored(clf, clean_emb, matched_emb) for name, clf in others}
+
+
+def own_head_evaluation(head_model: EmbeddingModel, images: Value, *, seed: int = 0,
+                        **match_kwargs) -> SystematicResult:
+    """:func:`systematic_evaluation` of ``head_model``'s own class head (:class:`ClassHead`), each image labeled
+    by the head's own prediction on it (images without labels of the head's classes): clean accuracy is 1 by
+    construction, systematic accuracy says how often that prediction survives matching."""
+    head = ClassHead(head_model)
+    own = head.predict(embed_batched(head_model, images))  # (N,) pseudo-labels: the head's own answers
+    return systematic_evaluation(head_model, head, images, own, seed=seed, **match_kwargs)
+
+
+def summary_table(results: Mapping[tuple[str, str], SystematicResult]) -> pd.DataFrame:
+    """One row per (labeled set, classifier) evaluated: test images, classes, clean and systematic accuracy, the
+    follows-embedding and follows-target's-prediction rates, and the mean cosine of the matched to the target."""
+    import pandas as pd
+
+    return pd.DataFrame([
+        {"labeled set": name, "classifier": clf, "test images": len(r.source_labels), "classes": len(r.class_names),
+         "clean accuracy": r.clean_accuracy, "systematic accuracy": r.systematic_accuracy,
+         "follows-embedding rate": r.follows_embedding, "follows target's prediction": r.follows_target_prediction,
+         "cosine matched-target (mean)": r.embedding_cosine.mean()}
+        for (name, clf), r in results.items()
+    ])
