@@ -134,3 +134,56 @@ def test_auc_evidence_is_the_roc_auc_with_an_interval_that_narrows_with_more_ima
     assert one.n == 1 and one.low <= one.value <= one.high and "held fixed" in one.method
     with pytest.raises(ValueError, match="all finite"):
         detection.auc_evidence(clean, [np.nan, 1.0])
+
+
+def survival_frame(cos_target, follows, transforms=("identity", "8-bit rounding", "JPEG q75", "blur sigma 1 px")):
+    """A survival frame of two pairs per transform with the given cosines to the target and follows flags."""
+    import pandas as pd
+
+    names = [t for t in transforms for _ in range(2)]
+    return pd.DataFrame({"transform": names, "pair": [0, 1] * len(transforms), "cos_target": cos_target,
+                         "survives": np.asarray(cos_target) >= 0.99, "cos_source": 0.5, "follows_target": follows})
+
+
+def test_clean_images_are_8bit_photos_then_views():
+    photos = vitequiv.load_images(["cat", "coffee"], size=28).images
+    only = detection.clean_images(photos)
+    assert torch.equal(only, vitequiv.quantize_8bit(photos))
+    clean = detection.clean_images(photos, 1, seed=3)
+    views, _, _ = vitequiv.view_set(views_per_image=1, size=28, seed=3)
+    assert torch.equal(clean[:2], only) and torch.equal(clean[2:], vitequiv.quantize_8bit(views))
+    assert torch.equal(clean * 255, (clean * 255).round())
+
+
+def test_cosine_to_targets_is_the_model_cosine_without_gradients(tiny_model):
+    x, t = images(2).requires_grad_(True), images(2, seed=1)
+    with torch.no_grad():
+        targets = tiny_model.embed(t)
+        expected = torch.nn.functional.cosine_similarity(tiny_model.embed(x), targets).numpy()
+    cos = detection.cosine_to_targets(tiny_model, x, targets)
+    assert isinstance(cos, np.ndarray) and cos.shape == (2,) and np.allclose(cos, expected)
+    assert np.allclose(detection.cosine_to_targets(tiny_model, t, targets), 1, atol=1e-5)
+
+
+def test_auc_by_sigma_reads_the_auc_table_per_set():
+    clean = np.array([[0.1, 0.1], [0.2, 0.3]])
+    table = detection.detector_auc_table(clean, {"a": np.array([[0.5, 0.0]]), "b": np.array([[0.0, 0.5]])}, [2, 8])
+    by_sigma = detection.auc_by_sigma(table, ["b", "a"])
+    assert by_sigma.shape == (2, 2) and np.array_equal(by_sigma, [[0.0, 1.0], [1.0, 0.0]])
+
+
+def test_survival_helpers_summarize_processed_rows():
+    plain = survival_frame([1.0, 1.0, 0.99, 0.98, 0.9, 0.7, 0.8, 0.6], [True] * 4 + [True, False, True, True])
+    eot = survival_frame([1.0, 1.0, 0.99, 0.99, 0.95, 0.95, 0.9, 0.9], [False] * 8)
+    assert plain["survives"].sum() == 3
+    medians = detection.transform_medians(plain)
+    assert list(medians.index) == ["8-bit rounding", "JPEG q75", "blur sigma 1 px"]
+    assert np.allclose(medians, [0.985, 0.8, 0.7])
+    assert detection.follows_rate(plain) == pytest.approx(5 / 6) and detection.follows_rate(eot) == 0
+    processed = detection.processed_cosines(plain)
+    assert list(processed) == [0.9, 0.7, 0.8, 0.6] and list(processed.index) == [4, 5, 6, 7]
+    assert np.allclose(detection.processed_cosines(eot) - processed, [0.05, 0.25, 0.1, 0.3])
+    summary = detection.survival_comparison({"plain": plain, "EOT": eot})
+    assert list(summary.columns) == ["match", "transform", "median cos to target", "survival rate", "follows target"]
+    assert list(summary["match"]) == ["plain"] * 4 + ["EOT"] * 4
+    assert summary["survival rate"].tolist() == [1.0, 0.5, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]

@@ -90,3 +90,78 @@ def test_structure_row_averages_images_and_tabulates_with_library_names(tiny_mod
     assert table.loc[0, structure.DISPLAY_NAMES["s_max"]] == pytest.approx(row.jacobian.s_max)
     assert table.loc[0, structure.lipschitz_column(0.1)] == pytest.approx(row.jacobian.lipschitz_ratio(0.1))
     assert structure.DISPLAY_NAMES["match.final_rel"] in table
+
+
+def summaries(cos0: float = 0.5, final_rel: float = 0.1, final_linf: float = 20.0, s_max_rel: float = 1.0):
+    """A MatchingSummary and a JacobianSummary with chosen numbers, for the helpers that read them."""
+    nan = float("nan")
+    matching = structure.MatchingSummary(
+        pairs=2, cos0=cos0, reach_cos=1.0, reach_rel=1.0, steps_cos=5, steps_rel=4, linf_cos=nan, l2_cos=nan,
+        psnr_cos=nan, linf_rel=nan, l2_rel=nan, psnr_rel=nan, final_cos=0.99, final_rel=final_rel,
+        final_linf=final_linf, final_psnr=30.0, final_steps=6, s_per_pair=0.1, survives_8bit=1.0,
+        per_pair={"final_rel": np.array([0.1, 0.3]), "final_linf": np.array([10.0, 40.0])})
+    jacobian = structure.JacobianSummary(
+        D=4, P=48, rank=3, null_fraction=45 / 48, entropy_rank=2.5, s_max=2.0, s_max_rel=s_max_rel, s_ratio_10=0.1,
+        method="full", seconds=1.0, eps=(1e-3, 1e-1), lipschitz_top=(8.0, 6.0), lipschitz_random=(2.0, 3.0))
+    return matching, jacobian
+
+
+def test_model_specs_label_the_model_and_its_random_twins():
+    specs = structure.model_specs("embedded", "random:vit_small_patch14_dinov2", 1.0, ["vit_base"])
+    assert list(specs) == ["embedded", "random, timm init", "random, LayerScale 1", "vit_base"]
+    assert specs["random, LayerScale 1"] == ("random:vit_small_patch14_dinov2", {"init_values": 1.0})
+    assert list(structure.model_specs("m", "random:m")) == ["m", "random, timm init"]
+
+
+def test_model_loader_reuses_loaded_models_and_loads_the_rest(tiny_model):
+    specs = {"tiny": ("random:vit_tiny_patch16_224", {"depth": 1}), "mine": ("unused", {})}
+    load = structure.model_loader(specs, device="cpu", seed=0, loaded={("mine", 32): tiny_model})
+    assert load("mine", 32) is tiny_model
+    one = load("tiny", 32)
+    assert len(one.backbone.blocks) == 1 and one.input_size == 32
+    with pytest.raises(KeyError):
+        load("unknown", 32)
+
+
+def test_available_models_loads_each_size_once_and_skips_unavailable_weights(capsys):
+    calls = []
+
+    def load(label, size):
+        calls.append((label, size))
+        if label == "hub":
+            raise vitequiv.WeightsUnavailableError("not cached. Download it first")
+        return f"{label}@{size}"
+
+    found = list(structure.available_models(load, ["a", "hub", "b"], (64, 64)))
+    assert found == [("a", ["a@64", "a@64"]), ("b", ["b@64", "b@64"])]
+    assert calls == [("a", 64), ("hub", 64), ("b", 64)]
+    assert "skipped hub: weights unavailable (not cached)" in capsys.readouterr().out
+
+
+def test_by_model_groups_rows_in_order_of_first_appearance():
+    matching, jacobian = summaries()
+    rows = [structure.StructureRow(name, matching, jacobian, labels={"block": b})
+            for name, b in [("b", 0), ("a", 0), ("b", 1)]]
+    groups = structure.by_model(rows)
+    assert list(groups) == ["b", "a"] and [r.labels["block"] for r in groups["b"]] == [0, 1]
+
+
+def test_evidence_table_and_notes_quote_the_rows():
+    matching, jacobian = summaries(cos0=0.25)
+    row = structure.StructureRow("m", matching, jacobian)
+    evidence = structure.evidence_table({"pretrained": row, "other": row}, 1e-3)
+    assert list(evidence.index) == ["pretrained", "other"]
+    assert evidence.loc["pretrained", "lipschitz_ratio"] == 4.0 and evidence.loc["other", "cos0"] == 0.25
+    assert evidence.loc["pretrained", "rank"] == 3 and evidence.loc["pretrained", "residual"] == 0.1
+    note = structure.matching_note(evidence, "pretrained")
+    assert note.startswith("pretrained: cosine before 0.2500, after <= 6 steps cosine 0.9900, residual 0.100")
+    assert structure.jacobian_note(evidence, "other", 1e-3) == (
+        "other: rank 3/4, effective rank 2, s_max/|f| 1, L top/random @0.001 4")  # 2.5 rounds to even
+
+
+def test_harder_than_takes_the_worse_of_residual_and_pixel_change_per_pair():
+    pairs = {"final_rel": np.array([0.1, 0.3]), "final_linf": np.array([10.0, 40.0])}
+    assert np.allclose(structure.harder_than(pairs, 0.15, 20.0), [0.1 / 0.15, 0.3 / 0.15])  # L-inf: 1/3, 4/3
+    reference = {"final_rel": np.array([0.1, 0.1]), "final_linf": np.array([10.0, 40.0])}
+    harder = structure.harder_than(pairs, reference["final_rel"], reference["final_linf"], 1.1)
+    assert np.allclose(harder, [1 / 1.1, 3 / 1.1])

@@ -3,12 +3,17 @@
 The paper group's follow-up (arXiv 2402.08473) notes that an embedding-matched image sits in a fragile spot:
 a little Gaussian noise moves its embedding much further than it moves a clean photo's. This module measures
 
+- :func:`clean_images`: the clean images a detector must pass (photos and random views, 8-bit);
+  :func:`cosine_to_targets`: how close matched images are to their targets, as a model sees them;
 - :func:`noise_shift`: the embedding shift 1 - cos(f(x + noise), f(x)) at several noise sizes sigma (in 1/255
   units), averaged over seeded noise draws, per image;
 - :func:`roc`: a detector's ROC curve and AUC from scores of clean (label 0) and matched (label 1) images;
   :func:`auc_evidence`: the AUC with its 95 % interval (a bootstrap over both sets of images), for a claim;
+  :func:`detector_auc_table` / :func:`auc_by_sigma`: the AUC per matched set and noise size;
 - :func:`standard_transforms` / :func:`survival`: how a match survives 8-bit rounding, JPEG, resizing, small
-  crops and blur: survival = cosine of f(T(x_matched)) to the target embedding;
+  crops and blur: survival = cosine of f(T(x_matched)) to the target embedding; :func:`survival_summary`,
+  :func:`survival_comparison`, :func:`transform_medians`, :func:`follows_rate` and :func:`processed_cosines` sum
+  it up;
 - :class:`EOTModel`: expectation over transformation (Athalye et al. 2018): ``embed(x)`` averages
   ``model.embed(T(x))`` over random differentiable transforms, so ``match_embeddings(EOTModel(...), ...)``
   looks for matches that hold across the transforms.
@@ -44,6 +49,29 @@ from .tensors import (
 )
 
 Transform = Callable[[Tensor], Tensor]
+
+
+# -------------------------------------------------------------------------------------------- image sets
+
+
+def clean_images(photos: Tensor, n_views: int = 0, *, seed: int = 0) -> Tensor:
+    """The clean images (N, 3, S, S) a detector must let pass, rounded to 8 bits (what an image file holds):
+    ``photos`` (the bundled photos, (B, 3, S, S)), then ``n_views`` seeded random crop/flip views of each
+    (:func:`vitequiv.images.view_set`) on the photos' device."""
+    from .images import view_set
+
+    clean = [metrics.quantize_8bit(photos)]
+    if n_views:
+        views, _, _ = view_set(views_per_image=n_views, size=photos.shape[-1], seed=seed)  # (B n_views, 3, S, S)
+        clean.append(metrics.quantize_8bit(views.to(photos.device)))
+    return torch.cat(clean)
+
+
+@torch.no_grad()
+def cosine_to_targets(model, images: Tensor, targets: Tensor) -> np.ndarray:
+    """(N,) cosine of the model's embeddings of ``images`` (N, 3, H, W) to ``targets`` (N, D): how close each
+    matched image is to its target as ``model`` sees it (e.g. the plain model looking at an EOT match)."""
+    return metrics.cosine(model.embed(images), targets).cpu().numpy()
 
 
 # -------------------------------------------------------------------------------------------- noise detector
@@ -209,6 +237,13 @@ def detector_auc_table(clean_shift: np.ndarray, matched_shift: dict[str, np.ndar
     return pd.DataFrame(rows)
 
 
+def auc_by_sigma(auc_table: pd.DataFrame, sets: Sequence[str]) -> np.ndarray:
+    """The AUC column of :func:`detector_auc_table` as an array (len(sets), S): one row per matched set in
+    ``sets``, sigmas in increasing order."""
+    by_sigma = auc_table.set_index(["matched set", "sigma (1/255)"])["AUC"].unstack(0)  # (S, matched sets)
+    return by_sigma[list(sets)].T.values
+
+
 # ------------------------------------------------------------------------------------- fixed transforms
 
 
@@ -319,6 +354,35 @@ def survival_summary(frame: pd.DataFrame) -> pd.DataFrame:
     if "follows_target" in frame:
         agg["follows target"] = ("follows_target", "mean")
     return frame.groupby("transform", sort=False).agg(**agg).reset_index()
+
+
+def survival_comparison(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """:func:`survival_summary` of several matchings (name -> :func:`survival` frame, e.g. plain and EOT) one
+    below the other, the matching's name in a first column ``match``."""
+    summary = pd.concat([survival_summary(frame).assign(match=name) for name, frame in frames.items()])
+    return summary[["match", *summary.columns.drop("match")]]
+
+
+def _processed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["transform"] != "identity"]
+
+
+def transform_medians(frame: pd.DataFrame) -> pd.Series:
+    """Median cosine to the target per transform of a :func:`survival` frame, identity left out (transform order
+    kept)."""
+    return _processed(frame).groupby("transform", sort=False)["cos_target"].median()
+
+
+def follows_rate(frame: pd.DataFrame) -> float:
+    """Fraction of the (transform, pair) rows of a :func:`survival` frame, identity left out, whose image still
+    embeds closer to the target than to the transformed source."""
+    return _processed(frame)["follows_target"].mean()
+
+
+def processed_cosines(frame: pd.DataFrame) -> pd.Series:
+    """Cosine to the target of the (transform, pair) rows of a :func:`survival` frame whose transform processes the
+    image (JPEG, resizing, cropping, blur): all but identity and 8-bit rounding, in the frame's order and index."""
+    return frame.loc[~frame["transform"].isin(["identity", "8-bit rounding"]), "cos_target"]
 
 
 # ------------------------------------------------------------------------------------- random transforms (EOT)

@@ -11,7 +11,10 @@ For anything with ``embed(x)`` ((B, 3, H, W) in [0, 1] -> (B, D)) this module me
   effective rank, null-space fraction, top singular value (also relative to ||f(x)||), and the directional
   Lipschitz estimate ||f(x + eps v) - f(x)|| / eps along the top right-singular direction vs random directions;
 - :func:`structure_row` -> :class:`StructureRow`: both for one model, and :func:`structure_table`, rows of them
-  as a table whose column names (:data:`DISPLAY_NAMES`) are defined here, once.
+  as a table whose column names (:data:`DISPLAY_NAMES`) are defined here, once;
+- :func:`model_specs`, :func:`model_loader` and :func:`available_models`: the models compared (the model under
+  study and its random-init twins) by label; :func:`evidence_table`, :func:`matching_note`, :func:`jacobian_note`
+  and :func:`harder_than`: the numbers and texts that claims quote.
 
 Per block: wrap the model in :class:`vitequiv.models.BlockEmbedding`.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +34,50 @@ from . import jacobian_cache
 from . import jacobians as jac
 from .lipschitz import directional_lipschitz, random_directions, sampled_lipschitz
 from .matching import Adam, StepRule, match_embeddings
+from .models import EmbeddingModel, load_model
+from .weights import WeightsUnavailableError
+
+# ------------------------------------------------------------------------------------------------- models
+
+
+def model_specs(model: str, control: str, control_layerscale: float | None = None,
+                extra: Sequence[str] = ()) -> dict[str, tuple[str, dict]]:
+    """The models compared, by label -> (name for :func:`load_model`, extra timm arguments): ``model`` (labelled by
+    its name), its random-init twin ``control`` ("random, timm init"), the twin with LayerScale initialized to
+    ``control_layerscale`` ("random, LayerScale <value>"; None: left out) and the ``extra`` models."""
+    specs: dict[str, tuple[str, dict]] = {model: (model, {}), "random, timm init": (control, {})}
+    if control_layerscale is not None:
+        specs[f"random, LayerScale {control_layerscale:g}"] = (control, {"init_values": control_layerscale})
+    return specs | {name: (name, {}) for name in extra}
+
+
+def model_loader(
+    specs: Mapping[str, tuple[str, dict]], *, device: str, seed: int,
+    loaded: Mapping[tuple[str, int], EmbeddingModel] | None = None,
+) -> Callable[[str, int], EmbeddingModel]:
+    """``load(label, size)``: the model of ``specs[label]`` at ``size`` px (random inits seeded with ``seed``),
+    or the one already in ``loaded[(label, size)]``, so that the model under study is not loaded twice."""
+    def load(label: str, size: int) -> EmbeddingModel:
+        name, kwargs = specs[label]
+        if (label, size) in (loaded or {}):
+            return loaded[(label, size)]
+        return load_model(name, img_size=size, device=device, seed=seed, **kwargs)
+    return load
+
+
+def available_models(
+    load: Callable[[str, int], EmbeddingModel], labels: Iterable[str], sizes: Sequence[int],
+) -> Iterator[tuple[str, list[EmbeddingModel]]]:
+    """Each label with its models at ``sizes`` (each size loaded once), in order; a label whose weights cannot be
+    had is skipped with a printed note, so that an optional hub model never stops a run."""
+    for label in labels:
+        try:
+            loaded = {size: load(label, size) for size in dict.fromkeys(sizes)}
+        except WeightsUnavailableError as err:
+            print(f"skipped {label}: weights unavailable ({str(err).split('.')[0]})")
+            continue
+        yield label, [loaded[size] for size in sizes]
+
 
 # ------------------------------------------------------------------------------------------------- pairs
 
@@ -237,6 +284,20 @@ class StructureRow:
     spectra: dict[int, np.ndarray] = field(default_factory=dict)  # image index -> singular values
     labels: dict[str, object] = field(default_factory=dict)  # e.g. {"block": 3}: extra table columns
 
+    def evidence(self, eps: float) -> dict[str, float]:
+        """The numbers claims quote, under short names: matching (medians) and Jacobian (Lipschitz ratio at
+        ``eps``)."""
+        m, j = self.matching, self.jacobian
+        return {"cos0": m.cos0, "steps": m.final_steps, "cos": m.final_cos, "residual": m.final_rel,
+                "linf_255": m.final_linf, "psnr_db": m.final_psnr, "rank": j.rank, "D": j.D, "P": j.P,
+                "null_fraction": j.null_fraction, "effective_rank": j.entropy_rank, "s_max_rel": j.s_max_rel,
+                "lipschitz_ratio": j.lipschitz_ratio(eps)}
+
+
+def by_model(rows: Sequence[StructureRow]) -> dict[str, list[StructureRow]]:
+    """Rows grouped by model, models in order of first appearance (e.g. one row per block for each model)."""
+    return {name: [r for r in rows if r.model == name] for name in dict.fromkeys(r.model for r in rows)}
+
 
 def structure_row(
     model, images: Tensor, *, pairs: tuple[Sequence[int], Sequence[int]] | None = None,
@@ -296,3 +357,36 @@ def structure_table(rows: Sequence[StructureRow]) -> pd.DataFrame:
         record |= {lipschitz_column(e): j.lipschitz_ratio(e) for e in j.eps}
         records.append(record)
     return pd.DataFrame(records)
+
+
+# ------------------------------------------------------------------------------------------------- claims
+
+
+def evidence_table(rows: Mapping[str, StructureRow], eps: float) -> pd.DataFrame:
+    """One row of :meth:`StructureRow.evidence` per label of ``rows`` (all floats), as the claims read them."""
+    return pd.DataFrame({label: row.evidence(eps) for label, row in rows.items()}).T
+
+
+def matching_note(evidence: pd.DataFrame, label: str) -> str:
+    """The matching numbers of row ``label`` of :func:`evidence_table` as one sentence of a claim."""
+    e = evidence.loc[label]
+    return (f"{label}: cosine before {e.cos0:.4f}, after <= {e.steps:.0f} steps cosine {e.cos:.4f}, residual "
+            f"{e.residual:.3f} of the initial distance, L-inf {e.linf_255:.1f}/255, PSNR {e.psnr_db:.1f} dB")
+
+
+def jacobian_note(evidence: pd.DataFrame, label: str, eps: float) -> str:
+    """The Jacobian numbers of row ``label`` of :func:`evidence_table` (made at Lipschitz step ``eps``) as one
+    sentence of a claim."""
+    e = evidence.loc[label]
+    return (f"{label}: rank {e['rank']:.0f}/{e.D:.0f}, effective rank {e.effective_rank:.0f}, s_max/|f| "
+            f"{e.s_max_rel:.3g}, L top/random @{eps:g} {e.lipschitz_ratio:.3g}")
+
+
+def harder_than(
+    pairs: Mapping[str, np.ndarray], residual: float | np.ndarray, linf: float | np.ndarray,
+    residual_slack: float = 1.0, linf_slack: float = 1.5,
+) -> np.ndarray:
+    """Per pair (B,), how much harder matching was than a reference: the larger of final residual / ``residual`` /
+    ``residual_slack`` and final L-inf / ``linf`` / ``linf_slack`` (``pairs``: a :attr:`MatchingSummary.per_pair`).
+    At most 1 means within both slacks of the reference."""
+    return np.maximum(pairs["final_rel"] / residual / residual_slack, pairs["final_linf"] / linf / linf_slack)
