@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from helpers import random_images as images
@@ -556,3 +557,60 @@ def test_pixel_metric_steepest_direction_attains_the_dual_norm(p, weighted):
 def test_min_norm_refuses_a_norm_order_it_cannot_step_in(p):
     with pytest.raises(ValueError, match="p"):
         MinNorm(p=p)
+
+
+# ------------------------------------------------------------------------------------------- reports
+
+
+def test_methods_table_stacks_each_methods_table_with_passes_and_batch_time(tiny_model):
+    src, tgt = images(2, seed=70), images(2, seed=71)
+    results = {"min-norm": match_embeddings(tiny_model, src, tgt, max_steps=5, progress=False),
+               "Adam": match_embeddings(tiny_model, src, tgt, step_rule=Adam(lr=0.01), max_steps=3, progress=False)}
+    table = vitequiv.matching.methods_table(results, ["a", "b"])
+    assert list(table["method"]) == ["min-norm"] * 2 + ["Adam"] * 2 and list(table["pair"]) == ["a", "b"] * 2
+    assert list(table.index) == [0, 1, 2, 3] and list(table.columns[-2:]) == ["passes", "batch time (s)"]
+    np.testing.assert_array_equal(table["passes"][2:], results["Adam"].passes)
+    assert (table["batch time (s)"][2:] == results["Adam"].elapsed_s).all()
+    summary = vitequiv.matching.methods_summary(table)
+    assert list(summary.index) == ["min-norm", "Adam"]
+    assert summary.loc["Adam", "matched"] == results["Adam"].converged.sum()
+    assert summary.loc["Adam", "passes_max"] == results["Adam"].passes.max()
+    assert summary.loc["min-norm", "psnr_min"] == results["min-norm"].final["psnr"].min()
+
+
+def test_quality_note_quotes_psnr_ssim_the_indistinguishable_count_and_the_largest_change():
+    frame = pd.DataFrame({"PSNR (dB)": [38.04, 41.0, 44.26], "SSIM": [0.9, 0.95, 0.99],
+                          "indistinguishable": [False, False, True], "L-inf (1/255)": [12.0, 26.4, 3.0]})
+    assert vitequiv.matching.quality_note(frame) == ("PSNR 38.0-44.3 dB (median 41.0), SSIM 0.900-0.990 (median "
+                                                     "0.950); 1/3 meet both thresholds; L-inf <= 26/255")
+
+
+def test_projected_steps_extrapolate_the_recent_pace_of_unmatched_pairs():
+    rows = 11  # a fifth of the history: the last 2 steps
+    cosine = np.stack([np.linspace(0.5, 0.99, rows), 0.5 + 0.01 * np.arange(rows), np.full(rows, 0.5)], axis=1)
+    result = vitequiv.MatchResult(
+        images=torch.zeros(3, 3, 4, 4), sources=torch.zeros(3, 3, 4, 4), target_embeddings=torch.zeros(3, 2),
+        history={"cosine": cosine}, converged=np.array([True, False, False]), steps=np.array([4, 10, 10]),
+        passes=np.array([5, 11, 11]), elapsed_s=1.0, stopped_by="max_steps", stop_cos=0.99)
+    projected = result.projected_steps(0.99)  # (3,)
+    assert np.isnan(projected[0])  # matched: nothing to project
+    assert projected[1] == pytest.approx(10 + (0.99 - 0.6) / 0.01)  # 0.01 a step, from 0.6
+    assert np.isnan(projected[2])  # no progress: no projection
+
+
+def test_stop_cos_sweep_matches_the_first_pairs_again_and_judges_each_image(tiny_model):
+    src, tgt = images(3, seed=72), images(3, seed=73)
+    done = match_embeddings(tiny_model, src, tgt, step_rule="min-visible", max_steps=4, stop_cos=0.9, progress=False)
+    sweep = vitequiv.matching.stop_cos_sweep(tiny_model, src, tgt, ["a", "b", "c"], done, 0.9, [0.5, 0.9],
+                                             pairs=2, step_rule="min-visible", max_steps=4, seed=0)
+    assert list(sweep["stop cos"]) == [0.5, 0.5, 0.9, 0.9] and list(sweep["pair"]) == ["a", "b"] * 2
+    at_done = sweep[sweep["stop cos"] == 0.9]
+    np.testing.assert_allclose(at_done["PSNR (dB)"], done.final["psnr"][:2])
+    np.testing.assert_allclose(at_done["SSIM"], done.ssim()[:2])
+    again = match_embeddings(tiny_model, src[:2], tgt[:2], step_rule="min-visible", max_steps=4,
+                             stop_cos=np.array([0.5, 0.5]), progress=False)  # what the sweep ran for 0.5
+    swept = sweep[sweep["stop cos"] == 0.5]
+    np.testing.assert_array_equal(swept["matched"], again.converged)
+    np.testing.assert_allclose(swept["PSNR (dB)"], again.final["psnr"])
+    assert sweep["JOD"].between(0, 10).all() and sweep["noise JOD"].between(0, 10).all()
+    assert set(sweep.columns) >= {"butteraugli", "noise butteraugli"} and "note" in sweep.attrs

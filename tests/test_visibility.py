@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -213,6 +214,50 @@ def test_equal_energy_noise_checks_its_inputs(flower):
         visibility.equal_energy_noise(flower, torch.zeros(1, 3, 8, 8), seed=0)
     with pytest.raises(ValueError, match="one image\\? add a batch dimension"):
         visibility.equal_energy_noise(flower[0], torch.zeros_like(flower[0]), seed=0)
+
+
+# ------------------------------------------------------------------------------------------- summaries
+
+
+def test_compare_stacks_one_table_per_method_with_the_invisible_verdict(flower, noise_series, monkeypatch, tmp_path):
+    fake_tool(tmp_path, 'print("0.75\\n3-norm: 0.5")')
+    monkeypatch.setenv("PATH", str(tmp_path))
+    references = flower.expand(2, -1, -1, -1)
+    frame = visibility.compare({"same": references, "noisy": noise_series[2:]}, references, names=["p", "q"])
+    assert list(frame.columns) == ["method", "pair", "butteraugli", "butteraugli 3-norm", "JOD", "invisible"]
+    assert list(frame["method"]) == ["same"] * 2 + ["noisy"] * 2 and list(frame["pair"]) == ["p", "q"] * 2
+    assert frame["invisible"][:2].all() and frame.attrs["note"] == ""  # JOD 10, butteraugli 0.75
+    np.testing.assert_array_equal(frame["invisible"], frame["JOD"] >= metrics.INVISIBLE_JOD)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no tool: not measured, never invisible
+    frame = visibility.compare({"same": references}, references)
+    assert not frame["invisible"].any() and "not measured" in frame.attrs["note"]
+
+
+TABLE = pd.DataFrame({"JOD": [9.5, 9.9, 9.8], "butteraugli": [1.234, 3.0, 2.0]})
+
+
+def test_spread_quotes_range_and_median_with_each_measures_digits():
+    assert visibility.spread(TABLE, "JOD") == "JOD 9.500-9.900 (median 9.800)"
+    assert visibility.spread(TABLE, "butteraugli") == "butteraugli 1.23-3.00 (median 2.00)"
+    assert visibility.spread(TABLE.assign(butteraugli=math.nan), "butteraugli") == "butteraugli nan-nan (median nan)"
+
+
+def test_invisible_parts_test_jod_and_butteraugli_where_it_was_measured():
+    jod_part, butter_part = visibility.invisible_parts(TABLE)
+    assert (jod_part.statement, jod_part.threshold, jod_part.direction) == ("median JOD", metrics.INVISIBLE_JOD, ">=")
+    assert (butter_part.threshold, butter_part.direction) == (metrics.INVISIBLE_BUTTERAUGLI, "<=")
+    assert butter_part.evidence.value == 2.0 and butter_part.verdict == "not"
+    assert len(visibility.invisible_parts(TABLE.assign(butteraugli=math.nan))) == 1
+
+
+def test_less_visible_parts_compare_jod_gain_and_butteraugli_ratio_pair_by_pair():
+    worse = pd.DataFrame({"JOD": [9.0, 9.5, 9.6], "butteraugli": [2.468, 6.0, 4.0]})
+    gain, ratio = visibility.less_visible_parts(TABLE, worse, ("thin", "l2"))
+    assert gain.statement == "median JOD gain of thin over l2" and (gain.threshold, gain.direction) == (0.0, ">=")
+    assert gain.evidence.value == pytest.approx(0.4)
+    assert ratio.statement == "median butteraugli ratio thin / l2" and (ratio.threshold, ratio.direction) == (1.0, "<=")
+    assert ratio.evidence.value == pytest.approx(0.5)
+    assert len(visibility.less_visible_parts(TABLE, worse.assign(butteraugli=math.nan), ("thin", "l2"))) == 1
 
 
 def test_exported_from_the_package():

@@ -18,6 +18,9 @@ through its authors' own implementation, never a port:
 Both judge the 8-bit image a PNG would hold (:func:`vitequiv.metrics.quantize_8bit`), so float and 8-bit inputs
 score alike. The thresholds every verdict uses, fixed before any run, are
 :data:`vitequiv.metrics.INVISIBLE_BUTTERAUGLI` and :data:`vitequiv.metrics.INVISIBLE_JOD`.
+
+Summaries: :func:`visibility_table` (one set of images) and :func:`compare` (several, e.g. one per matcher), and
+what claims quote of them: :func:`spread`, :func:`invisible_parts` and :func:`less_visible_parts`.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import math
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +39,15 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .metrics import LEVELS, quantize_8bit
+from .claims import Claim, median
+from .metrics import (
+    INVISIBLE_BUTTERAUGLI,
+    INVISIBLE_JOD,
+    LEVELS,
+    invisible_butteraugli,
+    invisible_jod,
+    quantize_8bit,
+)
 from .tensors import Value, as_floats, as_images, as_positive
 
 BUTTERAUGLI_TOOL = "butteraugli_main"  # looked up on PATH at each call
@@ -43,6 +55,7 @@ BUTTERAUGLI_TIMEOUT_S = 60.0  # per image; a 224 px image takes about 0.1 s of C
 BUTTERAUGLI_INSTALL = ("install Debian/Ubuntu's `libjxl-devtools` (apt-get install libjxl-devtools), Homebrew's "
                        "`jpeg-xl` on macOS, or build libjxl's tools")
 DISPLAY = "standard_4k"  # ColorVideoVDP's display model (see the module docstring)
+DIGITS = {"butteraugli": 2, "butteraugli 3-norm": 2, "JOD": 3}  # decimals a claim quotes each measure with
 
 
 class VisibilityUnavailable(RuntimeError):
@@ -250,6 +263,53 @@ def visibility_table(images: Value, references: Value, *, names: list[str] | Non
                          index=names)
     frame.attrs["note"] = note
     return frame
+
+
+def compare(images: Mapping[str, Value], references: Value, *, names: list[str] | None = None) -> pd.DataFrame:
+    """:func:`visibility_table` of each set of images (say, each matcher's matches) against the same
+    ``references``, one after the other: columns method, pair, butteraugli, butteraugli 3-norm, JOD, and
+    ``invisible`` by both fixed thresholds. ``attrs["note"]`` is the first table's (what was not measured)."""
+    tables = {name: visibility_table(x, references, names=names) for name, x in images.items()}
+    frame = pd.concat(tables, names=["method", "pair"]).reset_index()
+    frame["invisible"] = invisible_butteraugli(frame["butteraugli"]) & invisible_jod(frame["JOD"])
+    frame.attrs["note"] = next(iter(tables.values())).attrs["note"]
+    return frame
+
+
+def spread(frame: pd.DataFrame, column: str) -> str:
+    """A measure (``column`` of a visibility table) over the table's rows as a claim quotes it, e.g.
+    "JOD 9.541-9.902 (median 9.870)"; "nan" where it was not measured."""
+    values, digits = frame[column].to_numpy(dtype=float), DIGITS[column]  # (N,)
+    return f"{column} {values.min():.{digits}f}-{values.max():.{digits}f} (median {np.median(values):.{digits}f})"
+
+
+def _measured(frame: pd.DataFrame) -> bool:
+    return bool(frame["butteraugli"].notna().all())  # butteraugli was measured (the tool was there)
+
+
+def invisible_parts(frame: pd.DataFrame) -> tuple[Claim, ...]:
+    """The parts of "people do not see these changes" over a visibility table's rows: median JOD at least
+    :data:`~vitequiv.metrics.INVISIBLE_JOD` and, where butteraugli was measured, median butteraugli at most
+    :data:`~vitequiv.metrics.INVISIBLE_BUTTERAUGLI`."""
+    parts = (Claim("median JOD", "", "", evidence=median(frame["JOD"]), threshold=INVISIBLE_JOD, direction=">="),)
+    if _measured(frame):
+        parts += (Claim("median butteraugli", "", "", evidence=median(frame["butteraugli"]),
+                        threshold=INVISIBLE_BUTTERAUGLI, direction="<="),)
+    return parts
+
+
+def less_visible_parts(better: pd.DataFrame, worse: pd.DataFrame, names: tuple[str, str]) -> tuple[Claim, ...]:
+    """The parts of "the changes of ``better`` are less visible than those of ``worse``", two visibility tables
+    of the same pairs in the same order, named by ``names``: median JOD gain (better - worse) at least 0 and,
+    where butteraugli was measured, median butteraugli ratio (better / worse) at most 1."""
+    gain = better["JOD"].to_numpy() - worse["JOD"].to_numpy()  # (N,) JOD, higher is less visible
+    parts = (Claim(f"median JOD gain of {names[0]} over {names[1]}", "", "", evidence=median(gain), threshold=0.0,
+                   direction=">="),)
+    if _measured(better) and _measured(worse):
+        ratio = better["butteraugli"].to_numpy() / worse["butteraugli"].to_numpy()  # (N,)
+        parts += (Claim(f"median butteraugli ratio {names[0]} / {names[1]}", "", "", evidence=median(ratio),
+                        threshold=1.0, direction="<="),)
+    return parts
 
 
 def equal_energy_noise(x0: Value, delta: Value, *, seed: int) -> torch.Tensor:

@@ -23,13 +23,15 @@ all three channels too, with every rule: the gradient and the new perturbation a
 Units. Pixels live in [0, 1]; step sizes are in those units; budgets and the recorded perturbation sizes are in
 1/255 units (8-bit gray levels). One *pass* is one forward and one backward of one image through the model.
 Modules: :mod:`.rules` (step rules), :mod:`.masking` (per-pixel metrics a rule may measure its change in),
-:mod:`.budgets` (perturbation balls), :mod:`.result` (:class:`MatchResult`, :class:`MatchingError`) and
-:mod:`.search` (the search loop, ``match_embeddings``, ``paper_match``).
+:mod:`.budgets` (perturbation balls), :mod:`.result` (:class:`MatchResult`, :class:`MatchingError`),
+:mod:`.search` (the search loop, ``match_embeddings``, ``paper_match``) and :mod:`.report` (tables comparing
+matchers, the stop-cosine sweep).
 """
 from __future__ import annotations
 
 from .budgets import PSNR_40_L2, Budget, L2Ball, LinfBall
 from .masking import perceptual_weights
+from .report import methods_summary, methods_table, quality_note, stop_cos_sweep
 from .result import HISTORY_KEYS, MatchingError, MatchResult
 from .rules import (
     DEFAULT_STEP_RULE,
@@ -51,5 +53,5 @@ __all__ = [
     "BF16_COS_MARGIN", "DEFAULT_STEP_RULE", "HISTORY_KEYS", "PSNR_40_L2", "SETTLE_STEPS", "STEP_RULES", "Adam",
     "Budget", "L2Ball", "LinfBall", "MatchResult", "MatchingError", "MinNorm", "MinVisible", "NormalizedGD", "PaperGD",
     "Progress", "SignGD", "State", "StepRule", "bf16_margin", "gray_pairs", "make_step_rule", "match_embeddings",
-    "paper_match", "perceptual_weights",
+    "methods_summary", "methods_table", "paper_match", "perceptual_weights", "quality_note", "stop_cos_sweep",
 ]

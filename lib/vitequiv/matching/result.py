@@ -85,6 +85,16 @@ class MatchResult:
         """(B,) structural similarity of each matched image to its source."""
         return metrics.ssim(self.images, self.sources)
 
+    def projected_steps(self, stop_cos: float) -> np.ndarray:
+        """(B,) total steps each unmatched pair would need to reach ``stop_cos`` at its recent pace (its mean
+        cosine gain per step over the last fifth of the steps): a rough, linear projection; NaN for a matched pair
+        and where the cosine did not rise recently."""
+        cosine = self.history["cosine"]  # (T, B)
+        tail = max(len(cosine) // 5, 1)
+        pace = (cosine[-1] - cosine[-1 - tail]) / tail  # (B,) cosine gained per step, recently
+        remaining = (stop_cos - cosine[-1]) / np.where(pace > 0, pace, np.nan)  # (B,)
+        return np.where(self.converged, np.nan, remaining + self.steps)
+
     def table(self, labels: Sequence[str] | None = None, method: str | None = None) -> pd.DataFrame:
         """One row per pair: cosine to the target before and after, whether it matched, steps, PSNR, SSIM, whether
         it is indistinguishable by :func:`metrics.indistinguishable`, L-inf, L2 and mean |dx| (1/255 units) and the
