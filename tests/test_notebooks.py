@@ -63,3 +63,16 @@ def test_every_claim_has_n_an_interval_a_threshold_and_one_of_four_verdicts(smok
         assert verdict, f"{where}: verdict {claim['verdict']!r} is none of the four"
         assert verdict.group(1) is None or int(verdict.group(1)) == claim["n"], where
         assert claim["verdict"] != "partly" or claim["parts"], f"{where}: 'partly' without parts"
+
+
+NOTEBOOK_CODE_LINES = 1200  # issue 29: the notebooks tell the story; figures, tables and claims logic is in lib/
+
+
+def test_notebook_code_stays_thin():
+    """Every notebook's code cells, all together, stay under NOTEBOOK_CODE_LINES lines: heavy logic belongs in the
+    library (a figure builder in vitequiv.figures.<finding>, a table in its science module), where it is tested."""
+    lines = {nb.stem: sum(len("".join(cell["source"]).splitlines())
+                          for cell in json.loads(nb.read_text())["cells"] if cell["cell_type"] == "code")
+             for nb in profiles.discover([])}
+    assert len(lines) >= 9, lines
+    assert sum(lines.values()) < NOTEBOOK_CODE_LINES, f"{sum(lines.values())} lines of notebook code: {lines}"
