@@ -248,8 +248,14 @@ class MinVisible(MinNorm):
     At the paper's 224 px and stop cosine 0.99 (cat->rocket, astronaut->coffee, flower->hubble, 400 passes, float32)
     it is still less visible, butteraugli 2.41 / 2.80 / 3.67 against min-norm's 2.56 / 3.71 / 6.11 (peaks 16-34
     levels against 26-59), but it converges more slowly: it reached cosine 0.9898 / 0.9907 / 0.9801, so 2 of the 3
-    pairs fell short of 0.99 in the cap, where min-norm matched all 3. That is why it is not the default: it does not
-    yet win at the same cosine and the same cost. ``make bench`` (``bench_visibility``) draws the whole frontier.
+    pairs fell short of 0.99 in the cap, where min-norm matched all 3. Two ways to arrive in time did not help there:
+    - p = 4 (same pairs and cap): butteraugli 2.57 / 3.66 / 5.75, JOD 9.906 / 9.900 / 9.653, 2 of 3 matched
+      (flower->hubble 0.9880): hardly less visible than min-norm, and still short on the hard pair;
+    - p = 8 with faster growth (``growth=(0.1, 0.6)``, ``patience=0.4``; cat->rocket, flower->hubble): cat->rocket
+      matched at step 227 but at butteraugli 3.05, flower->hubble reached only 0.9878 at 7.25: arriving sooner
+      spends the spread that made the change less visible.
+    That is why it is not the default: it does not yet win at the same cosine and the same cost. ``make bench``
+    (``bench_visibility``) draws the whole frontier.
     """
 
     label = "min-visible"
