@@ -7,15 +7,17 @@ forward+backward passes of the batch. min-norm (the L2-smallest change), min-vis
 
 1. At stop cosine 0.99: butteraugli (worst spot, and 3-norm) and JOD of each matched image, and of white noise
    with the same energy as each change (random +-k gray levels, ``vq.equal_energy_noise``).
-2. Against the stop cosine (``STOP_COSINES``, 0.95 to 0.995): the median pair's butteraugli and JOD per method,
-   and the stop cosine at which the median pair becomes invisible (butteraugli <= 1.0), read off the curve.
-3. Against passes (``CAPS``): min-norm and min-visible at each cap, at stop cosine 0.99.
+2. Against the stop cosine (``STOP_COSINES``): the median pair's butteraugli and JOD per method, and the stop
+   cosine at which the median pair becomes invisible (butteraugli <= 1.0), read off the curve. The range reaches
+   down to 0.3 because on this model every pair is still visible at 0.95 (butteraugli 3.4-5.4): a range of
+   0.95-0.995 alone could not say where invisible ends.
+3. Against passes (``CAPS`` and the time budget's own cap): min-norm and min-visible at stop cosine 0.99.
 
 The matchers optimize their own norms; butteraugli and ColorVideoVDP only judge. Tables and the figure go to
 ``figures/_benchmarks/`` (CSV, PNG, PDF).
 
 Targets (issue 28): median butteraugli <= 2.0 and every pair <= 3.0, median JOD >= 9.95, for the best matcher in
-the time budget at 0.99. ``VITEQUIV_BENCH_QUICK=1`` runs three pairs and stop cosines 0.95 and 0.99 only.
+the time budget at 0.99. ``VITEQUIV_BENCH_QUICK=1`` runs three pairs, four stop cosines and one extra cap.
 """
 from __future__ import annotations
 
@@ -37,8 +39,8 @@ from .common import Row, best_time
 QUICK = os.environ.get("VITEQUIV_BENCH_QUICK") == "1"
 PAIRS = ALL_PAIRS[: 3 if QUICK else 6]
 BUDGET_PASSES, STOP_COS = 300, 0.99
-STOP_COSINES = (0.95, 0.99) if QUICK else (0.95, 0.97, 0.99, 0.995)
-CAPS = (100, 300) if QUICK else (100, 300, 1000)
+STOP_COSINES = (0.3, 0.6, 0.9, 0.99) if QUICK else (0.3, 0.6, 0.9, 0.95, 0.97, 0.99, 0.995)
+CAPS = (100,) if QUICK else (100, 1000)  # besides each method's cap in the time budget (about 300 passes)
 METHODS = {"min-norm": "min-norm", "min-visible": "min-visible", "Adam": vq.Adam(lr=2e-3)}
 COLORS = {"min-norm": "#009E73", "min-visible": "#CC79A7", "Adam": "#0072B2", "white noise": "0.45"}
 
@@ -101,6 +103,7 @@ def main() -> list[Row]:
             r = match_embeddings(model, sources, target_emb, step_rule=rule, max_steps=caps[name], stop_cos=stop,
                                  progress=False)
             rows += _judge(name, r, sources, stop, caps[name])
+            print(f"  {name} at stop cosine {stop}: {int(r.converged.sum())}/{len(sources)} matched", flush=True)
     for name in ("min-norm", "min-visible"):
         for cap in CAPS:
             r = match_embeddings(model, sources, target_emb, step_rule=METHODS[name], max_steps=cap,
@@ -109,14 +112,17 @@ def main() -> list[Row]:
     frame = pd.DataFrame(rows)
     budget = frame[frame.cap == frame.method.map(caps)]  # the time-budget runs
     by_cos = budget.groupby(["method", "stop cos"]).median(numeric_only=True)
+    by_cos["matched"] = budget.groupby(["method", "stop cos"]).matched.mean()  # the fraction of pairs matched
     invisible_at = {m: _invisible_at(by_cos.loc[m, "butteraugli"]) for m in METHODS}
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(by_cos.round(3).to_string())
-    print("stop cosine where the median pair becomes invisible (butteraugli <= 1.0):", invisible_at)
+    print("stop cosine up to which the median pair is invisible (butteraugli <= 1.0; nan: visible already at "
+          f"{STOP_COSINES[0]}):", invisible_at)
     _save(frame, by_cos, invisible_at, caps)
 
     at = budget[budget["stop cos"] == STOP_COS]
-    best = min(METHODS, key=lambda m: at[at.method == m]["butteraugli"].median())
+    matched_all = [m for m in METHODS if at[at.method == m].matched.all()] or list(METHODS)  # a miss is no match
+    best = min(matched_all, key=lambda m: at[at.method == m]["butteraugli"].median())
     chosen = at[at.method == best]
     return [
         Row(f"{best} in the time budget, cos {STOP_COS}: median butteraugli (JND)", chosen.butteraugli.median(),
@@ -139,6 +145,7 @@ def _save(frame: pd.DataFrame, by_cos: pd.DataFrame, invisible_at: dict[str, flo
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     out = figures_dir() / "_benchmarks"
     with atomic_path(out / "visibility.csv") as tmp:
@@ -148,14 +155,17 @@ def _save(frame: pd.DataFrame, by_cos: pd.DataFrame, invisible_at: dict[str, flo
     for name in METHODS:
         curve = by_cos.loc[name]
         axes[0].plot(curve.index, curve["butteraugli"], "o-", color=COLORS[name], lw=2, label=name)
+        missed = curve[curve["matched"] < 1]
+        axes[0].plot(missed.index, missed["butteraugli"], "o", ms=11, mfc="none", color="black", lw=0)
         axes[0].plot(curve.index, curve["noise butteraugli"], ":", color=COLORS[name], lw=1,
                      label=f"white noise of {name}'s energy")
         axes[1].plot(curve.index, curve["JOD"], "o-", color=COLORS[name], lw=2, label=name)
         if not math.isnan(invisible_at[name]):
             axes[0].axvline(invisible_at[name], color=COLORS[name], ls="--", lw=1,
                             label=f"{name}: invisible up to cos {invisible_at[name]:.3f}")
-    passes = frame[(frame["stop cos"] == STOP_COS) & frame.cap.isin(CAPS)].groupby(["method", "cap"]).median(
-        numeric_only=True)
+    if (by_cos["matched"] < 1).any():
+        axes[0].plot([], [], "o", ms=11, mfc="none", color="black", lw=0, label="not every pair matched")
+    passes = frame[frame["stop cos"] == STOP_COS].groupby(["method", "cap"]).median(numeric_only=True)
     for name in ("min-norm", "min-visible"):
         axes[2].plot(passes.loc[name].index, passes.loc[name]["butteraugli"], "o-", color=COLORS[name], lw=2,
                      label=name)
@@ -163,11 +173,14 @@ def _save(frame: pd.DataFrame, by_cos: pd.DataFrame, invisible_at: dict[str, flo
     axes[1].axhline(metrics.INVISIBLE_JOD, color="black", ls=":", lw=1, label=f"invisible: {metrics.INVISIBLE_JOD} JOD")
     axes[2].axhline(metrics.INVISIBLE_BUTTERAUGLI, color="black", ls=":", lw=1, label="invisible: 1.0 JND")
     axes[0].set(xlabel="stop cosine (after 8-bit rounding)", ylabel="butteraugli, median pair (JND)",
-                title=f"In the time budget ({caps})")
+                title="In the time budget (" + ", ".join(f"{m} {n} steps" for m, n in caps.items()) + ")")
     axes[1].set(xlabel="stop cosine (after 8-bit rounding)", ylabel="ColorVideoVDP JOD, median pair",
                 title="10 = no visible difference")
     axes[2].set(xscale="log", xlabel="step cap (passes per pair)", ylabel="butteraugli, median pair (JND)",
                 title=f"Against passes, stop cosine {STOP_COS}")
+    axes[2].set_xticks(sorted(set(passes.index.get_level_values("cap"))))  # plain numbers at the measured caps
+    axes[2].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     for ax in axes:
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)
     fig.suptitle(f"What people see: {len(PAIRS)} pairs at 224 px, embedded DINOv2-S/14")
