@@ -106,6 +106,16 @@ def test_the_exact_binomial_interval_is_clopper_pearson(k, n, low, high):
     assert "Clopper-Pearson" in found.method
 
 
+@pytest.mark.parametrize("kept", [0, 1])
+def test_the_machine_dependent_case_of_06_gets_one_verdict_on_both_cpus(kept):
+    """Issue 29: 06's probe kept the source's class on 1 of 12 matched images on an Intel CPU with AMX and on 0 of
+    12 on an AMD EPYC (bfloat16 rounding), which the old rule read as "partly" and "holds". Both intervals straddle
+    the 5 % threshold, so the rule gives the same verdict on both machines."""
+    found = Claim("On matched images the probe keeps the source's class at most 5 % of the time", "paper", "ours",
+                  evidence=claims.proportion([True] * kept + [False] * (12 - kept)), threshold=0.05, direction="<=")
+    assert found.verdict == "inconclusive (n = 12)"
+
+
 def test_proportion_takes_flags_of_any_kind_and_refuses_fractions():
     assert claims.proportion(torch.tensor([True, False, True])).value == pytest.approx(2 / 3)
     assert claims.proportion(np.array([1, 0, 0, 0])).n == 4
