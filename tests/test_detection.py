@@ -126,12 +126,15 @@ def test_auc_evidence_is_the_roc_auc_with_an_interval_that_narrows_with_more_ima
     e = detection.auc_evidence(clean, matched)
     assert e.value == pytest.approx(detection.roc(clean, matched).auc) and e.n == 30
     assert e.low < e.value < e.high and "bootstrap over clean and matched images" in e.method
-    few = detection.auc_evidence(clean[:10], matched[:5])
+    few = detection.auc_evidence(clean[:10], matched[:6])
     assert few.high - few.low > e.high - e.low
     diff = detection.auc_evidence(clean, matched, other)
     assert diff.value == pytest.approx(e.value - detection.roc(clean, other).auc) and diff.low < diff.value < diff.high
-    one = detection.auc_evidence(clean, matched[:1])  # a single matched image: held fixed, clean resampled
-    assert one.n == 1 and one.low <= one.value <= one.high and "held fixed" in one.method
+    one = detection.auc_evidence(clean[:1], matched)  # a single clean image: held fixed, matched resampled
+    assert one.n == 30 and one.low <= one.value <= one.high and "held fixed" in one.method
+    for n in (1, 5):  # too few matched images for a 95 % interval (issue 29)
+        too_few = detection.auc_evidence(clean, matched[:n])
+        assert too_few.n == n and not too_few.bounded and "no 95 % interval" in too_few.method
     with pytest.raises(ValueError, match="all finite"):
         detection.auc_evidence(clean, [np.nan, 1.0])
 

@@ -13,10 +13,16 @@ A notebook states each claim of the paper as a falsifiable sentence, measures it
 
 The evidence comes from one of four constructors, none of them written by hand:
 
-- :func:`median`, :func:`mean`: a bootstrap over the items (``scipy.stats.bootstrap``, 9,999 resamples, BCa,
-  seeded), 95 %;
+- :func:`median`: the distribution-free interval from order statistics (``scipy.stats.quantile_test``), 95 %;
+- :func:`mean`: a bootstrap over the items (``scipy.stats.bootstrap``, 9,999 resamples, BCa, seeded), 95 %;
 - :func:`proportion`: the exact binomial (Clopper-Pearson) interval of ``scipy.stats.binomtest``, 95 %;
 - :func:`exact`: a deterministic quantity (no sampling uncertainty): the interval is the value itself.
+
+Fewer than :data:`MIN_ITEMS` (6) items give no 95 % interval for a median or a mean: the range of n items holds
+their median with probability 1 - 2^(1 - n), 0.94 for five, and a bootstrap interval is narrower than the range.
+Such evidence has the unbounded interval (-inf, inf), so its claim reads inconclusive whatever the two or three
+values are. (A bootstrap over two items gave their range, a 50 % interval, and so verdicts that turned with the
+seed: issue 29.)
 
 The verdict (:attr:`Claim.verdict`) is decided by the interval alone: **holds** when the whole interval lies on
 the claim's side of the threshold, **not** when it lies on the other side, **inconclusive (n = N)** when it
@@ -24,6 +30,8 @@ straddles the threshold; **partly** only for a claim made of parts, some of whic
 """
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import numbers
 import warnings
@@ -40,8 +48,12 @@ N_RESAMPLES = 9_999
 STATISTICS = ("median", "mean", "proportion", "exact")
 VERDICTS = ("holds", "not", "inconclusive", "partly")  # "inconclusive" is written "inconclusive (n = N)"
 EXACT_METHOD = "exact"
+UNBOUNDED = (-math.inf, math.inf)  # the interval of evidence from too few items
+NO_INTERVAL = "no 95 % interval"  # how tables show it
 BINOMIAL_METHOD = "exact binomial (Clopper-Pearson)"
 _BATCH_ELEMENTS = 2_000_000  # resampled values held at once by the bootstrap (memory bound for large n)
+# The fewest items whose range holds their median with 95 % probability (1 - 2^(1 - n) >= 0.95): 6.
+MIN_ITEMS = next(n for n in itertools.count(1) if 1 - 2.0 ** (1 - n) >= CONFIDENCE)
 
 
 def _finite_number(value: Any, what: str) -> float:
@@ -63,7 +75,7 @@ class Evidence:
     statistic: str  # "median", "mean", "proportion", "exact"
     value: float
     n: int
-    low: float
+    low: float  # -inf and inf (and nothing else infinite) for too few items: no 95 % interval
     high: float
     method: str  # e.g. "bootstrap, 9,999 resamples, BCa" / "exact binomial (Clopper-Pearson)" / "exact"
 
@@ -78,11 +90,19 @@ class Evidence:
             if getattr(self, name) is None:
                 raise ValueError(f"Evidence({name}=None): a claim's evidence needs its value and its 95 % interval "
                                  "(low, high); build it with vq.claims.median, mean, proportion or exact")
-            object.__setattr__(self, name, _finite_number(getattr(self, name), f"Evidence({name}=...)"))
+        object.__setattr__(self, "value", _finite_number(self.value, "Evidence(value=...)"))
+        if (self.low, self.high) != UNBOUNDED:
+            for name in ("low", "high"):
+                object.__setattr__(self, name, _finite_number(getattr(self, name), f"Evidence({name}=...)"))
         if self.low > self.high:
             raise ValueError(f"Evidence: interval [{self.low}, {self.high}] has low > high")
         if not isinstance(self.method, str) or not self.method:
             raise ValueError("Evidence(method=...): say how the interval was made, e.g. 'exact'")
+
+    @property
+    def bounded(self) -> bool:
+        """Whether there is a 95 % interval at all (not so for a median or mean of fewer than MIN_ITEMS items)."""
+        return (self.low, self.high) != UNBOUNDED
 
     @property
     def is_exact(self) -> bool:
@@ -100,8 +120,12 @@ def estimate_text(value: float | None, low: float | None, high: float | None, st
     if value is None:
         return "-"
     number = f"{value:.{digits}g}"
-    if statistic == "exact" or low is None or high is None:
-        return f"{number} (exact)" if statistic == "exact" else number
+    if statistic == "exact":
+        return f"{number} (exact)"
+    if low is None or high is None:  # a record of too few items (UNBOUNDED), or one from before intervals
+        return f"{number} [{NO_INTERVAL}]" if statistic else number
+    if (low, high) == UNBOUNDED:
+        return f"{number} [{NO_INTERVAL}]"
     return f"{number} [{low:.{digits}g}, {high:.{digits}g}]"
 
 
@@ -147,28 +171,51 @@ def _bootstrap(values: np.ndarray, statistic: Callable[..., np.ndarray], seed: i
     return low, high, "range of the items (bootstrap undefined)"
 
 
-def _location(values: Any, seed: int, name: str, statistic: Callable[..., np.ndarray]) -> Evidence:
+def too_few(statistic: str, value: float, n: int, method: str = "") -> Evidence | None:
+    """Evidence with no 95 % interval (:data:`UNBOUNDED`) when ``n`` is below :data:`MIN_ITEMS`, else None."""
+    if n >= MIN_ITEMS:
+        return None
+    why = f"{NO_INTERVAL} from {n} item{'s' if n > 1 else ''} (at least {MIN_ITEMS} needed)"
+    return Evidence(statistic, value, n, *UNBOUNDED, f"{method}; {why}" if method else why)
+
+
+def _location(values: Any, name: str, statistic: Callable[..., np.ndarray],
+              interval: Callable[[np.ndarray], tuple[float, float, str]]) -> Evidence:
     finite, dropped = _values(values, name)
     value = float(statistic(finite, axis=-1))
-    if finite.size == 1 or np.all(finite == finite[0]):
-        why = "one item" if finite.size == 1 else "all items equal"
-        return Evidence(name, value, finite.size, value, value, _dropped(f"exact ({why})", dropped))
-    low, high, method = _bootstrap(finite, statistic, seed)
+    few = too_few(name, value, finite.size)
+    if few is not None:
+        return dataclasses.replace(few, method=_dropped(few.method, dropped))
+    if np.all(finite == finite[0]):
+        return Evidence(name, value, finite.size, value, value, _dropped("exact (all items equal)", dropped))
+    low, high, method = interval(finite)
     low, high = min(low, value), max(high, value)  # an interval always holds its own estimate
     return Evidence(name, value, finite.size, low, high, _dropped(method, dropped))
 
 
-def median(values: Any, *, seed: int = 0) -> Evidence:
-    """The median of the items (n,) with its 95 % bootstrap interval; non-finite items are dropped, n counts the rest.
+def _order_statistics(values: np.ndarray) -> tuple[float, float, str]:
+    """The distribution-free 95 % interval of the median: two order statistics of ``values`` (n >= MIN_ITEMS)."""
+    from scipy import stats
 
-    One item, or items that are all equal, give the value itself as the interval (``method`` says so).
+    found = stats.quantile_test(values, q=float(np.median(values)), p=0.5).confidence_interval(CONFIDENCE)
+    return float(found.low), float(found.high), "order statistics (distribution-free, scipy quantile_test)"
+
+
+def median(values: Any) -> Evidence:
+    """The median of the items (n,) with its distribution-free 95 % interval (two order statistics, exact coverage
+    whatever the distribution); non-finite items are dropped, n counts the rest.
+
+    Fewer than :data:`MIN_ITEMS` items give no interval (:data:`UNBOUNDED`); items all equal give the value itself.
     """
-    return _location(values, seed, "median", np.median)
+    return _location(values, "median", np.median, _order_statistics)
 
 
 def mean(values: Any, *, seed: int = 0) -> Evidence:
-    """The mean of the items (n,) with its 95 % bootstrap interval; non-finite items are dropped, n counts the rest."""
-    return _location(values, seed, "mean", np.mean)
+    """The mean of the items (n,) with its 95 % bootstrap interval; non-finite items are dropped, n counts the rest.
+
+    Fewer than :data:`MIN_ITEMS` items give no interval (:data:`UNBOUNDED`); items all equal give the value itself.
+    """
+    return _location(values, "mean", np.mean, lambda finite: _bootstrap(finite, np.mean, seed))
 
 
 def proportion(flags: Any) -> Evidence:
@@ -282,8 +329,8 @@ class Claim:
             "statistic": evidence.statistic if evidence else None,
             "value": evidence.value if evidence else None,
             "n": self.n,
-            "low": evidence.low if evidence else None,
-            "high": evidence.high if evidence else None,
+            "low": evidence.low if evidence and evidence.bounded else None,  # JSON has no infinity
+            "high": evidence.high if evidence and evidence.bounded else None,
             "method": evidence.method if evidence else None,
             "threshold": self.threshold, "direction": self.direction,
             "parts": [part.to_record() for part in self.parts],
@@ -319,5 +366,5 @@ def verdict_kind(verdict: str) -> str:
     return "inconclusive" if verdict.startswith("inconclusive") else verdict
 
 
-__all__ = ["Claim", "Direction", "Evidence", "estimate_text", "exact", "interval_verdict", "mean", "median",
-           "proportion", "verdict_kind"]
+__all__ = ["Claim", "Direction", "Evidence", "MIN_ITEMS", "UNBOUNDED", "estimate_text", "exact", "interval_verdict",
+           "mean", "median", "proportion", "too_few", "verdict_kind"]

@@ -185,10 +185,11 @@ def auc_evidence(clean_scores: Sequence[float], matched_scores: Sequence[float],
     bootstrap that resamples the clean and the matched images independently (``scipy.stats.bootstrap``,
     9,999 resamples, percentile). With ``reference_scores`` (another matched set, e.g. plain matches) it is the
     difference AUC(matched) - AUC(reference) against the same clean images, all three sets resampled. n is the
-    number of matched images, the smaller set that limits the interval."""
+    number of matched images, the smaller set that limits the interval; fewer than ``claims.MIN_ITEMS`` give no
+    interval (``claims.UNBOUNDED``)."""
     from scipy import stats
 
-    from .claims import CONFIDENCE, N_RESAMPLES, Evidence
+    from .claims import CONFIDENCE, N_RESAMPLES, Evidence, too_few
 
     samples = [np.asarray(s, float).ravel() for s in (clean_scores, matched_scores, reference_scores)
                if s is not None]
@@ -202,9 +203,10 @@ def auc_evidence(clean_scores: Sequence[float], matched_scores: Sequence[float],
     value = float(statistic(*samples))
     n = min(len(s) for s in samples[1:])
     what = "AUC" if reference_scores is None else "AUC difference"
+    few = too_few("mean", value, n, f"{what} (mean over clean x matched pairs)")
+    if few is not None:
+        return few
     varied = [i for i, s in enumerate(samples) if len(s) >= 2]  # a set of one image cannot be resampled: held fixed
-    if not varied:
-        return Evidence("mean", value, n, value, value, f"exact ({what} of single images)")
 
     def resampled(*data, axis=-1):
         full = list(samples)

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from ..claims import Claim
+from ..claims import NO_INTERVAL, Claim
 from ..environment import library_versions, now
 from ..paths import atomic_path, figures_dir, remove_stale_parts, remove_tree, scratch_dir
 from ..version import __version__
@@ -168,7 +168,8 @@ def claim_columns(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A recorded claim's n, value, interval and threshold for a table (``"-"`` where the record has none)."""
     value, low, high = entry.get("value"), entry.get("low"), entry.get("high")
     interval = ("exact" if entry.get("statistic") == "exact" else
-                "-" if low is None or high is None else f"[{low:.3g}, {high:.3g}]")
+                (NO_INTERVAL if entry.get("statistic") else "-") if low is None or high is None else
+                f"[{low:.3g}, {high:.3g}]")
     threshold = entry.get("threshold")
     return {"n": entry.get("n") if entry.get("n") is not None else "-",
             "value": value if value is not None else "-", "interval": interval,

@@ -39,6 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..claims import NO_INTERVAL
 from ..environment import now
 from ..paths import KEY_SUFFIX, RUNS, SWEEPS, atomic_path, figures_dir, is_notebook_folder
 from .records import RUN_KEYS, RunStatus, run_record_path, run_view
@@ -94,8 +95,8 @@ def claim_cells(claim: Mapping) -> tuple[str, str, str]:
         estimate = "-"
     elif claim.get("statistic") == "exact":
         estimate = f"{_number(value)} (exact)"
-    elif low is None or high is None:
-        estimate = _number(value)
+    elif low is None or high is None:  # too few items for an interval, or a record from before intervals
+        estimate = f"{_number(value)} [{NO_INTERVAL}]" if claim.get("statistic") else _number(value)
     else:
         estimate = f"{_number(value)} [{_number(low)}, {_number(high)}]"
     threshold = claim.get("threshold")
@@ -233,8 +234,9 @@ def _describe(entry: Mapping) -> list[str]:
 CLAIMS_NOTE = ("Each verdict follows from the 95 % interval of the estimate and a threshold fixed before the run: "
                "**holds** when the interval lies on the claim's side of the threshold, **not** when it lies on the "
                "other side, **inconclusive (n = ...)** when it straddles it; **partly** only for a claim made of "
-               "parts, some of which hold. Intervals: bootstrap over items (medians, means), exact binomial "
-               "(proportions); n is the number of items.")
+               "parts, some of which hold. Intervals: two order statistics (medians, distribution-free), bootstrap "
+               "over items (means), exact binomial (proportions); fewer than 6 items give no interval for a median "
+               "or a mean, so such a claim is inconclusive; n is the number of items.")
 
 
 def render_readme(index: Mapping) -> str:
