@@ -165,7 +165,8 @@ def _save(frame: pd.DataFrame, by_cos: pd.DataFrame, invisible_at: dict[str, flo
                             label=f"{name}: invisible up to cos {invisible_at[name]:.3f}")
     if (by_cos["matched"] < 1).any():
         axes[0].plot([], [], "o", ms=11, mfc="none", color="black", lw=0, label="not every pair matched")
-    passes = frame[frame["stop cos"] == STOP_COS].groupby(["method", "cap"]).median(numeric_only=True)
+    passes = frame[(frame["stop cos"] == STOP_COS) & frame.method.isin(["min-norm", "min-visible"])].groupby(
+        ["method", "cap"]).median(numeric_only=True)
     for name in ("min-norm", "min-visible"):
         axes[2].plot(passes.loc[name].index, passes.loc[name]["butteraugli"], "o-", color=COLORS[name], lw=2,
                      label=name)
