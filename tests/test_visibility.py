@@ -246,7 +246,9 @@ def test_invisible_parts_test_jod_and_butteraugli_where_it_was_measured():
     jod_part, butter_part = visibility.invisible_parts(TABLE)
     assert (jod_part.statement, jod_part.threshold, jod_part.direction) == ("median JOD", metrics.INVISIBLE_JOD, ">=")
     assert (butter_part.threshold, butter_part.direction) == (metrics.INVISIBLE_BUTTERAUGLI, "<=")
-    assert butter_part.evidence.value == 2.0 and butter_part.verdict == "not"
+    assert butter_part.evidence.value == 2.0 and butter_part.verdict == "inconclusive (n = 3)"  # too few for 95 %
+    _, six = visibility.invisible_parts(pd.concat([TABLE, TABLE], ignore_index=True))
+    assert six.evidence.value == 2.0 and six.verdict == "not"
     assert len(visibility.invisible_parts(TABLE.assign(butteraugli=math.nan))) == 1
 
 
