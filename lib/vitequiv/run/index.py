@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..claims import NO_INTERVAL
+from ..claims import estimate_text
 from ..environment import now
 from ..paths import KEY_SUFFIX, RUNS, SWEEPS, atomic_path, figures_dir, is_notebook_folder
 from .records import RUN_KEYS, RunStatus, run_record_path, run_view
@@ -90,15 +90,7 @@ def claim_cells(claim: Mapping) -> tuple[str, str, str]:
     """A claim's n, "estimate [95 % interval]" and threshold cells ("-" where the record has none, as in manifests
     from before claims carried evidence); an exact quantity reads "0.5 (exact)"."""
     n = claim.get("n")
-    value, low, high = claim.get("value"), claim.get("low"), claim.get("high")
-    if value is None:
-        estimate = "-"
-    elif claim.get("statistic") == "exact":
-        estimate = f"{_number(value)} (exact)"
-    elif low is None or high is None:  # too few items for an interval, or a record from before intervals
-        estimate = f"{_number(value)} [{NO_INTERVAL}]" if claim.get("statistic") else _number(value)
-    else:
-        estimate = f"{_number(value)} [{_number(low)}, {_number(high)}]"
+    estimate = estimate_text(claim.get("value"), claim.get("low"), claim.get("high"), claim.get("statistic"))
     threshold = claim.get("threshold")
     threshold = "-" if threshold is None else f"{claim.get('direction') or '>='} {_number(threshold)}"
     return (str(n) if isinstance(n, int) and not isinstance(n, bool) else "-"), estimate, threshold
