@@ -122,10 +122,8 @@ def estimate_text(value: float | None, low: float | None, high: float | None, st
     number = f"{value:.{digits}g}"
     if statistic == "exact":
         return f"{number} (exact)"
-    if low is None or high is None:  # a record of too few items (UNBOUNDED), or one from before intervals
-        return f"{number} [{NO_INTERVAL}]" if statistic else number
-    if (low, high) == UNBOUNDED:
-        return f"{number} [{NO_INTERVAL}]"
+    if low is None or high is None or (low, high) == UNBOUNDED:  # too few items (a record has None), or a record
+        return f"{number} [{NO_INTERVAL}]" if statistic else number  # from before intervals (no statistic)
     return f"{number} [{low:.{digits}g}, {high:.{digits}g}]"
 
 
