@@ -81,9 +81,12 @@ figures: weights
 book: $(DEV_STAMP)
 	$(PY) -m vitequiv.book
 
+# Two pytest-xdist workers: the smoke suite of every notebook runs on one, everything else on the other (more
+# workers cannot shorten the smoke suite, the longest chain); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
 test: $(DEV_STAMP) weights
 	$(VENV)/bin/ruff check lib tests benchmarks notebooks
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 bench: $(DEV_STAMP) weights
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks

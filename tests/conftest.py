@@ -2,6 +2,9 @@
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before anything imports huggingface_hub
+if "PYTEST_XDIST_WORKER" in os.environ:  # under `pytest -n N`: the cores shared out, kernels included (before torch)
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -82,3 +85,36 @@ def smoke_suite(tmp_path_factory) -> SmokeRun:
     figures = tmp_path_factory.mktemp("smoke_figures")
     result = run_suite([], "smoke", figures)
     return SmokeRun(figures, result.by_notebook(), result)
+
+
+
+SMOKE_SUITE_FILES = {"tests/test_notebooks.py", "tests/test_browser.py"}  # the users of the smoke_suite fixture
+LONGEST_FIRST = ("smoke suite", "tests/test_nbgrader_course.py")  # minutes each: started first, on separate workers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs pytest-xdist: each test file goes to one worker whole (its module fixtures are built once),
+    the files that share the smoke suite go to the same one (it runs once), and the longest groups start first."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SmokeSuiteTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return "smoke suite" if file in SMOKE_SUITE_FILES else file
+
+        def _assign_work_unit(self, node: Any) -> None:
+            for scope in reversed(LONGEST_FIRST):
+                if scope in self.workqueue:
+                    self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return SmokeSuiteTogether(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the smoke suite from a file the scheduler does not know would run it a second time."""
+    for item in items:
+        file = item.nodeid.split("::", 1)[0]
+        if "smoke_suite" in item.fixturenames and file not in SMOKE_SUITE_FILES:
+            raise pytest.UsageError(f"{item.nodeid} uses smoke_suite: add {file} to SMOKE_SUITE_FILES in conftest.py")
