@@ -69,3 +69,17 @@ def test_lfw_faces_are_labeled():
 
 def test_near_duplicates_name_bundled_photos():
     assert set(images.NEAR_DUPLICATES) < set(images.BUNDLED)
+
+
+def test_unrelated_pairs_are_of_different_subjects_seeded_and_never_repeated():
+    for seed in range(5):
+        pairs = images.unrelated_pairs(6, seed=seed)
+        assert len(set(pairs)) == 6 and pairs == images.unrelated_pairs(6, seed=seed)
+        for source, target in pairs:
+            assert images.BUNDLED[source].subject != images.BUNDLED[target].subject
+            assert source not in images.NEAR_DUPLICATES and target not in images.NEAR_DUPLICATES
+    assert images.unrelated_pairs(6, seed=0) != images.unrelated_pairs(6, seed=1)
+    every = images.unrelated_pairs(122, seed=0)  # all of them
+    assert ("camera", "grace_hopper") not in every and ("cat", "rocket") in every  # two portraits are related
+    with pytest.raises(ValueError, match="n_pairs must be 1 to"):
+        images.unrelated_pairs(0)

@@ -53,6 +53,7 @@ class ImageLoadError(ValueError):
 class BundledPhoto:
     loader: Callable[[], torch.Tensor]  # () -> (3, H, W) in [0, 1]
     credit: str  # source and license
+    subject: str  # what it shows: photos of different subjects are unrelated (see unrelated_pairs)
 
 
 def _skimage(name: str, index: int | None = None) -> Callable[[], torch.Tensor]:
@@ -82,27 +83,40 @@ def _grace_hopper() -> torch.Tensor:
 
 
 BUNDLED: dict[str, BundledPhoto] = {
-    "astronaut": BundledPhoto(_skimage("astronaut"), "Eileen Collins, NASA; public domain (scikit-image)"),
-    "cat": BundledPhoto(_skimage("chelsea"), "Chelsea the cat, Stefan van der Walt; CC0 (scikit-image)"),
-    "coffee": BundledPhoto(_skimage("coffee"), "Cup of coffee, Rachel Michetti; CC0 (scikit-image)"),
-    "rocket": BundledPhoto(_skimage("rocket"), "Falcon 9 launch, SpaceX; public domain (scikit-image)"),
+    "astronaut": BundledPhoto(_skimage("astronaut"), "Eileen Collins, NASA; public domain (scikit-image)", "person"),
+    "cat": BundledPhoto(_skimage("chelsea"), "Chelsea the cat, Stefan van der Walt; CC0 (scikit-image)", "animal"),
+    "coffee": BundledPhoto(_skimage("coffee"), "Cup of coffee, Rachel Michetti; CC0 (scikit-image)", "food"),
+    "rocket": BundledPhoto(_skimage("rocket"), "Falcon 9 launch, SpaceX; public domain (scikit-image)", "vehicle"),
     "motorcycle_left": BundledPhoto(_skimage("stereo_motorcycle", 0),
-                                    "Middlebury stereo 2014, left view (scikit-image)"),
+                                    "Middlebury stereo 2014, left view (scikit-image)", "vehicle"),
     "motorcycle_right": BundledPhoto(_skimage("stereo_motorcycle", 1),
-                                     "Middlebury stereo 2014, right view (scikit-image)"),
-    "camera": BundledPhoto(_skimage("camera"), "Cameraman (gray), scikit-image; CC0"),
+                                     "Middlebury stereo 2014, right view (scikit-image)", "vehicle"),
+    "camera": BundledPhoto(_skimage("camera"), "Cameraman (gray), scikit-image; CC0", "person"),
     "hubble": BundledPhoto(_skimage("hubble_deep_field"),
-                           "Hubble eXtreme Deep Field, NASA; public domain (scikit-image)"),
-    "retina": BundledPhoto(_skimage("retina"), "Human retina, Häggström & Ericsson; CC0 (scikit-image)"),
+                           "Hubble eXtreme Deep Field, NASA; public domain (scikit-image)", "sky"),
+    "retina": BundledPhoto(_skimage("retina"), "Human retina, Häggström & Ericsson; CC0 (scikit-image)", "medical"),
     "cells": BundledPhoto(_skimage("immunohistochemistry"),
-                          "Immunohistochemical staining, NIH; public domain (scikit-image)"),
-    "china": BundledPhoto(_sklearn("china.jpg"), "Chinese temple; CC BY 2.0, see scikit-learn's README"),
-    "flower": BundledPhoto(_sklearn("flower.jpg"), "Flower; CC BY 2.0, see scikit-learn's README"),
-    "grace_hopper": BundledPhoto(_grace_hopper, "Grace Hopper, US Navy; public domain (matplotlib sample data)"),
+                          "Immunohistochemical staining, NIH; public domain (scikit-image)", "medical"),
+    "china": BundledPhoto(_sklearn("china.jpg"), "Chinese temple; CC BY 2.0, see scikit-learn's README", "building"),
+    "flower": BundledPhoto(_sklearn("flower.jpg"), "Flower; CC BY 2.0, see scikit-learn's README", "plant"),
+    "grace_hopper": BundledPhoto(_grace_hopper, "Grace Hopper, US Navy; public domain (matplotlib sample data)",
+                                 "person"),
 }
 
 # Bundled photos that repeat another one: the right stereo view embeds at cosine 0.99 to the left one, unmatched.
 NEAR_DUPLICATES = ("motorcycle_right",)
+
+
+def unrelated_pairs(n_pairs: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n_pairs`` (source, target) names of bundled photos of different subjects (near-duplicates apart), drawn
+    with ``seed``, no pair twice: the "unrelated image" of the paper, decided by what the photos show, not by a
+    model."""
+    names = [n for n in BUNDLED if n not in NEAR_DUPLICATES]
+    pairs = [(s, t) for s in names for t in names if BUNDLED[s].subject != BUNDLED[t].subject]
+    if not 1 <= n_pairs <= len(pairs):
+        raise ValueError(f"n_pairs must be 1 to {len(pairs)} (the unrelated pairs of bundled photos), got {n_pairs}")
+    chosen = np.random.default_rng(seed).choice(len(pairs), size=n_pairs, replace=False)
+    return [pairs[k] for k in chosen]
 
 
 @dataclass
