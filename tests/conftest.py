@@ -87,7 +87,6 @@ def smoke_suite(tmp_path_factory) -> SmokeRun:
     return SmokeRun(figures, result.by_notebook(), result)
 
 
-
 SMOKE_SUITE_FILES = {"tests/test_notebooks.py", "tests/test_browser.py"}  # the users of the smoke_suite fixture
 LONGEST_FIRST = ("smoke suite", "tests/test_nbgrader_course.py")  # minutes each: started first, on separate workers
 
